@@ -1,0 +1,134 @@
+//! The one error type of the model and the store, and the one place that turns it into an
+//! errno. Nothing else in the crate picks errnos.
+
+use std::fmt;
+use std::io;
+
+/// Why an operation on sections was refused or failed.
+#[derive(Debug)]
+pub enum Error {
+    /// No section (or sidecar) by that name or inode.
+    NotFound,
+    /// `O_CREAT|O_EXCL` (or a create) on a name that exists.
+    Exists,
+    /// A name the contract refuses: empty, `.`/`..`, a `/`, a NUL, a backslash, or a name
+    /// ending in `.meta`.
+    InvalidName,
+    /// A name longer than [`crate::name::MAX_NAME_LEN`] bytes.
+    NameTooLong,
+    /// A size change that would make a section smaller, or `O_TRUNC` on a non-empty one.
+    Shrink,
+    /// A size or offset beyond what a section may hold.
+    TooBig,
+    /// The store cannot hold the growth (eager commit) or the write.
+    NoSpace,
+    /// An operation this filesystem does not offer (mkdir, links, device nodes, ...).
+    NotSupported,
+    /// The sidecar and its attributes are read-only.
+    ReadOnly,
+    /// The caller may not do this to a section it does not own.
+    NotOwner,
+    /// A flag or argument this filesystem does not take (RENAME_EXCHANGE, fallocate modes).
+    InvalidArgument,
+    /// Setting an extended attribute other than ours.
+    XattrNotSupported,
+    /// An extended attribute that does not exist.
+    NoAttr,
+    /// A value that does not fit the caller's buffer.
+    Range,
+    /// A handle or inode the kernel should not have sent (a stale handle).
+    BadHandle,
+    /// Anything the store's filesystem reported.
+    Io(io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The errno the caller sees. Keep this the only mapping.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::Exists => libc::EEXIST,
+            // The Windows name rules (backslash, reserved suffix) are ERROR_INVALID_NAME,
+            // which POSIX spells EINVAL.
+            Error::InvalidName => libc::EINVAL,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            // A section never shrinks; EPERM says "not allowed on this object", which is
+            // what a Windows program gets for trying to shrink a section.
+            Error::Shrink => libc::EPERM,
+            Error::TooBig => libc::EFBIG,
+            Error::NoSpace => libc::ENOSPC,
+            // EPERM, as for mkdir/link on a filesystem that does not offer them (vfat, procfs).
+            Error::NotSupported => libc::EPERM,
+            // The sidecar is a view of state, like a file in /proc: writing it is EACCES.
+            Error::ReadOnly => libc::EACCES,
+            Error::NotOwner => libc::EPERM,
+            Error::InvalidArgument => libc::EINVAL,
+            Error::XattrNotSupported => libc::EOPNOTSUPP,
+            Error::NoAttr => libc::ENODATA,
+            Error::Range => libc::ERANGE,
+            Error::BadHandle => libc::EBADF,
+            Error::Io(e) => match e.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
+                Some(n) if n > 0 => n,
+                _ => libc::EIO,
+            },
+        }
+    }
+
+    /// True for refusals of bad input (logged at debug), false for faults (logged at warn).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Error::Io(_) | Error::BadHandle)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace,
+            Some(libc::EFBIG) => Error::TooBig,
+            _ => Error::Io(e),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            Error::NotFound => "no such section",
+            Error::Exists => "section exists",
+            Error::InvalidName => "invalid section name",
+            Error::NameTooLong => "section name too long",
+            Error::Shrink => "a section never shrinks",
+            Error::TooBig => "size beyond the maximum",
+            Error::NoSpace => "the store is full",
+            Error::NotSupported => "operation not offered by sectionfs",
+            Error::ReadOnly => "read-only",
+            Error::NotOwner => "not the section's owner",
+            Error::InvalidArgument => "argument not supported",
+            Error::XattrNotSupported => "only user.sectionfs.* attributes exist",
+            Error::NoAttr => "no such attribute",
+            Error::Range => "value larger than the buffer",
+            Error::BadHandle => "stale handle",
+            Error::Io(e) => return write!(f, "store I/O: {e}"),
+        };
+        f.write_str(what)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_their_errno() {
+        let e: Error = io::Error::from_raw_os_error(libc::EACCES).into();
+        assert_eq!(e.errno(), libc::EACCES);
+        let e: Error = io::Error::from_raw_os_error(libc::ENOSPC).into();
+        assert!(matches!(e, Error::NoSpace));
+        assert_eq!(Error::Io(io::Error::other("x")).errno(), libc::EIO);
+    }
+}

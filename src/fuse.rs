@@ -1,0 +1,611 @@
+//! The fuser adapter: each method translates a kernel request into a call on the model
+//! ([`Sections`]) and its result into a reply. No section logic lives here; only what the
+//! kernel's protocol decides: TTLs, open flags, passthrough registration.
+
+use crate::error::Error;
+use crate::meta::{IoMode, XATTR_PREFIX};
+use crate::sections::{Attr, AttrChange, Caller, Kind, Opened, SIDECAR_BIT, Sections};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use dashmap::mapref::one::RefMut;
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How long the kernel may keep a section's entry and attributes. Every change to a
+/// section passes through this one kernel mount (sizes grow by setattr or by writes the
+/// kernel itself tracks), so the kernel's copy stays right without asking us.
+const SECTION_TTL: Duration = Duration::from_secs(1);
+/// Sidecars change behind the kernel's back (status, handles, size): never cache them.
+const SIDECAR_TTL: Duration = Duration::ZERO;
+
+/// Largest write the kernel sends in one request (it caps this at 1 MiB).
+const MAX_WRITE: u32 = 1 << 20;
+
+pub struct SectionFs {
+    model: Arc<Sections>,
+    /// Passthrough mode: the kernel allows one backing per inode while any of its files is
+    /// open, so every open of an inode shares one registration, counted per open file and
+    /// dropped with the last release.
+    backings: DashMap<u64, (BackingId, u32)>,
+    /// Whether to ask the kernel for passthrough at INIT.
+    want_passthrough: bool,
+}
+
+impl SectionFs {
+    pub fn new(model: Arc<Sections>, want_passthrough: bool) -> SectionFs {
+        SectionFs {
+            model,
+            backings: DashMap::new(),
+            want_passthrough,
+        }
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+/// Logs a failed request once (refusals at debug, faults at warn) and gives its errno.
+fn errno(op: &str, what: &dyn std::fmt::Debug, e: &Error) -> Errno {
+    let n = e.errno();
+    if e.is_refusal() {
+        log::debug!("{op} {what:?}: {e} (errno {n})");
+    } else {
+        log::warn!("{op} {what:?}: {e} (errno {n})");
+    }
+    Errno::from_i32(n)
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: match a.kind {
+            Kind::Directory => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn ttl(ino: u64) -> Duration {
+    if ino & SIDECAR_BIT != 0 {
+        SIDECAR_TTL
+    } else {
+        SECTION_TTL
+    }
+}
+
+fn system_time(t: TimeOrNow) -> Option<SystemTime> {
+    match t {
+        TimeOrNow::SpecificTime(t) => Some(t),
+        TimeOrNow::Now => None,
+    }
+}
+
+impl SectionFs {
+    /// The inode's backing registration, made by `register` if it has none, counted one
+    /// more open file. The shard lock is held until the returned guard drops, so the
+    /// reply that uses it cannot race the release of the last file.
+    fn backing(
+        &self,
+        ino: u64,
+        register: impl FnOnce() -> io::Result<BackingId>,
+    ) -> io::Result<RefMut<'_, u64, (BackingId, u32)>> {
+        let mut b = self
+            .backings
+            .entry(ino)
+            .or_try_insert_with(|| register().map(|id| (id, 0)))?;
+        b.1 += 1;
+        Ok(b)
+    }
+
+    /// A passthrough open that could not be registered: undo the model's open.
+    fn backing_failed(&self, op: &str, opened: &Opened, e: io::Error) -> Errno {
+        let _ = self.model.release(opened.fh);
+        log::warn!(
+            "{op}: cannot register section {} for passthrough: {e}",
+            opened.ino
+        );
+        Errno::EIO
+    }
+
+    fn drop_backing(&self, ino: u64) {
+        if let Entry::Occupied(mut e) = self.backings.entry(ino) {
+            e.get_mut().1 -= 1;
+            if e.get().1 == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    fn passthrough(&self) -> bool {
+        self.model.io() == IoMode::Passthrough
+    }
+}
+
+impl fuser::Filesystem for SectionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // O_TRUNC arrives in OPEN's flags, so a refused truncate never opens anything.
+        let mut caps = InitFlags::FUSE_ATOMIC_O_TRUNC;
+        if self.want_passthrough {
+            // Never together with FUSE_WRITEBACK_CACHE: that silently disables passthrough.
+            caps |= InitFlags::FUSE_PASSTHROUGH;
+            if config.set_max_stack_depth(1).is_err() {
+                log::info!("kernel refuses a passthrough stack depth of 1");
+            }
+        }
+        if let Err(missing) = config.add_capabilities(caps) {
+            log::info!("kernel lacks capabilities {missing:?}");
+        }
+        let _ = config.set_max_write(MAX_WRITE);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent != INodeNo::ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.model.lookup(caller(req), name) {
+            Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
+            Err(Error::NotFound) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(errno("lookup", &name, &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.model.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.model.attr(caller(req), ino.0) {
+            Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
+            Err(e) => reply.error(errno("getattr", &ino.0, &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(system_time),
+            mtime: mtime.map(system_time),
+        };
+        match self.model.set_attr(caller(req), ino.0, change) {
+            Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
+            Err(e) => reply.error(errno("setattr", &(ino.0, change), &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files arrive through CREATE; anything else here is a device, fifo or socket.
+        reply.error(errno("mknod", &(name, mode), &Error::NotSupported));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("mkdir", &name, &Error::NotSupported));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.model.unlink(name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &name, &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        // There are no directories below the root.
+        let e = Errno::from_i32(libc::ENOTDIR);
+        log::debug!("rmdir {name:?}: not a directory");
+        reply.error(e);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("symlink", &link_name, &Error::NotSupported));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let flags = flags.bits();
+        let result = if flags & !libc::RENAME_NOREPLACE != 0 {
+            // RENAME_EXCHANGE would need two record writes: a crash between them could not
+            // be told apart from a finished exchange. RENAME_WHITEOUT is for overlayfs.
+            Err(Error::InvalidArgument)
+        } else {
+            self.model
+                .rename(name, newname, flags & libc::RENAME_NOREPLACE != 0)
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rename", &(name, newname), &e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("link", &newname, &Error::NotSupported));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let who = caller(req);
+        if ino.0 & SIDECAR_BIT != 0 {
+            return match self.model.open_sidecar(who, ino.0, flags.0) {
+                // Direct I/O: the text's length is fixed only at open, and nobody maps it.
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(errno("open sidecar", &ino.0, &e)),
+            };
+        }
+        let opened = match self.model.open(who, ino.0, flags.0) {
+            Ok(o) => o,
+            Err(e) => return reply.error(errno("open", &ino.0, &e)),
+        };
+        let fh = FileHandle(opened.fh);
+        if !self.passthrough() {
+            // KEEP_CACHE: the page cache is the one copy all mappings share; dropping it at
+            // every open would cost a re-read and nothing else changes the bytes.
+            return reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE);
+        }
+        match self.backing(opened.ino, || reply.open_backing(&*opened.file)) {
+            Ok(b) => reply.opened_passthrough(fh, FopenFlags::empty(), &b.0),
+            Err(e) => reply.error(self.backing_failed("open", &opened, e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.model.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno("read", &ino.0, &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.model.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno("write", &(ino.0, offset, data.len()), &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is buffered in the daemon. ENOSYS tells the kernel to stop sending FLUSH
+        // at every close, saving a round trip per close.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if ino.0 & SIDECAR_BIT == 0 && self.passthrough() {
+            self.drop_backing(ino.0);
+        }
+        match self.model.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("release", &ino.0, &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.model.sync(fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &ino.0, &e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        reply.opened(FileHandle(self.model.open_dir()), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.model.read_dir(fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno("readdir", &ino.0, &e)),
+        };
+        for (ino, kind, name, next) in entries {
+            let kind = match kind {
+                Kind::Directory => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+            };
+            if reply.add(INodeNo(ino), next, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.model.release_dir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.model.store().statvfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno("statfs", &"", &e.into())),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let e = if name.as_bytes().starts_with(XATTR_PREFIX.as_bytes()) {
+            Error::ReadOnly
+        } else {
+            Error::XattrNotSupported
+        };
+        reply.error(errno("setxattr", &(ino.0, name), &e));
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // The kernel asks for security.* attributes on every access: answer quietly.
+        let value = name
+            .to_str()
+            .filter(|n| n.starts_with(XATTR_PREFIX))
+            .ok_or(Error::NoAttr)
+            .and_then(|n| {
+                let facts = self.model.facts(caller(req), ino.0)?;
+                facts.xattr(n).ok_or(Error::NoAttr)
+            });
+        match value {
+            Ok(v) => reply_xattr(reply, v.as_bytes(), size),
+            Err(Error::NoAttr) => reply.error(Errno::from_i32(libc::ENODATA)),
+            Err(e) => reply.error(errno("getxattr", &(ino.0, name), &e)),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.model.facts(caller(req), ino.0) {
+            Ok(f) => reply_xattr(reply, &f.xattr_names(), size),
+            Err(Error::NoAttr) => reply_xattr(reply, b"", size),
+            Err(e) => reply.error(errno("listxattr", &ino.0, &e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let e = if name.as_bytes().starts_with(XATTR_PREFIX.as_bytes()) {
+            Error::ReadOnly
+        } else {
+            Error::NoAttr
+        };
+        reply.error(errno("removexattr", &(ino.0, name), &e));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (attr, opened) = match self.model.create(caller(req), name, mode, umask, flags) {
+            Ok(r) => r,
+            Err(e) => return reply.error(errno("create", &name, &e)),
+        };
+        let (ttl, fa, fh) = (ttl(attr.ino), file_attr(&attr), FileHandle(opened.fh));
+        if !self.passthrough() {
+            return reply.created(&ttl, &fa, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE);
+        }
+        match self.backing(opened.ino, || reply.open_backing(&*opened.file)) {
+            Ok(b) => {
+                reply.created_passthrough(&ttl, &fa, Generation(0), fh, FopenFlags::empty(), &b.0)
+            }
+            Err(e) => reply.error(self.backing_failed("create", &opened, e)),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Python and others probe every file with TCGETS; a section is not a terminal.
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Mode 0 is growth by another name; punching or collapsing would take storage
+        // (or size) away from a section, which never shrinks.
+        let result = match (mode, offset.checked_add(length)) {
+            (0, Some(end)) => self
+                .model
+                .attr(caller(req), ino.0)
+                .and_then(|a| {
+                    let change = AttrChange {
+                        size: Some(end.max(a.size)),
+                        ..Default::default()
+                    };
+                    self.model.set_attr(caller(req), ino.0, change)
+                })
+                .map(|_| ()),
+            (0, None) => Err(Error::TooBig),
+            _ => Err(Error::InvalidArgument),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fallocate", &(ino.0, offset, length, mode), &e)),
+        }
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}

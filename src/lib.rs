@@ -1,0 +1,14 @@
+//! sectionfs: Windows named file mappings ("sections") for Linux, as a FUSE filesystem.
+//!
+//! Every named section is a regular file at the root of the mount; `ftruncate` grows it,
+//! `mmap(MAP_SHARED)` shares it, and `NAME.meta` tells its size and creation status.
+//! See DESIGN.md for how the pieces fit.
+
+pub mod cli;
+pub mod error;
+pub mod fuse;
+pub mod meta;
+pub mod mount;
+pub mod name;
+pub mod sections;
+pub mod store;

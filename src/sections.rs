@@ -1,0 +1,984 @@
+//! The namespace of sections: names, inode numbers, handles, creation status, growth.
+//! Plain Rust over a [`Store`]; the FUSE adapter (`fuse.rs`) only translates to it, and the
+//! unit tests below drive it without a mount.
+//!
+//! Inode numbers: the root is 1; a section's inode is its store id (stable across restarts);
+//! its sidecar's inode is the same id with [`SIDECAR_BIT`] set.
+
+use crate::error::{Error, Result};
+use crate::meta::{Facts, IoMode, Status};
+use crate::name;
+use crate::store::{self, Commit, Record, Store};
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const ROOT_INO: u64 = 1;
+/// Set in a sidecar's inode number; never set in a section id (ids stop at `store::MAX_ID`).
+pub const SIDECAR_BIT: u64 = 1 << 62;
+
+/// Who is asking: the kernel's view of the calling process.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    /// The calling thread's id, as the kernel reports it.
+    pub pid: u32,
+}
+
+impl Caller {
+    /// The calling process (thread group): what creation status is kept per.
+    pub fn process(&self) -> u32 {
+        thread_group(self.pid)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Directory,
+    File,
+}
+
+/// Attributes of an inode, in the model's terms.
+#[derive(Clone, Copy, Debug)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What an open or create hands back.
+#[derive(Debug)]
+pub struct Opened {
+    pub fh: u64,
+    pub ino: u64,
+    /// The section's backing file, shared by all its handles (for passthrough and I/O).
+    pub file: Arc<File>,
+    /// What this open did: made the section, or found it there.
+    pub status: Status,
+}
+
+/// One open file handle.
+enum Handle {
+    Section {
+        ino: u64,
+        pid: u32,
+        file: Arc<File>,
+    },
+    /// The sidecar text as it was when this handle was opened.
+    Sidecar(Arc<[u8]>),
+    /// The directory listing as it was at opendir: offsets index into it.
+    Dir(Arc<Vec<(u64, OsString)>>),
+}
+
+/// Changes a setattr may ask for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    /// `None` leaves a time alone; `Some(None)` means "now".
+    pub atime: Option<Option<SystemTime>>,
+    pub mtime: Option<Option<SystemTime>>,
+}
+
+struct Section {
+    id: u64,
+    /// Fixed at creation.
+    commit: Commit,
+    state: Mutex<SectionState>,
+}
+
+struct SectionState {
+    record: Record,
+    /// False once unlinked (or replaced by a rename): the name is gone, handles live on.
+    linked: bool,
+    /// Entries the kernel holds (lookup/create replies minus forgets).
+    lookups: u64,
+    /// The backing file, open while any handle is; no fd is held for an idle section.
+    file: Option<Arc<File>>,
+    handles: u32,
+    /// The most recent open's answer, by anyone.
+    last_status: Status,
+    /// Per process (thread group) holding handles: its most recent answer and how many
+    /// handles it holds. Entries go when their last handle is released.
+    by_process: HashMap<u32, (Status, u32)>,
+}
+
+/// Mount-wide choices the model needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Commit mode of new sections.
+    pub commit: Commit,
+    /// Uid and gid of the root directory (the mounting user).
+    pub owner: (u32, u32),
+}
+
+pub struct Sections {
+    store: Store,
+    options: Options,
+    passthrough: AtomicBool,
+    /// Name -> id. Lock order: `names` before any section's `state`.
+    names: Mutex<HashMap<OsString, u64>>,
+    inodes: DashMap<u64, Arc<Section>>,
+    handles: DashMap<u64, Handle>,
+    next_fh: AtomicU64,
+    seq: AtomicU64,
+    mounted_at: SystemTime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock would be a bug, but it must not wedge the daemon.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sections {
+    /// Loads every section from the store.
+    pub fn load(store: Store, options: Options) -> std::io::Result<Sections> {
+        let scan = store.scan()?;
+        let max_seq = scan
+            .sections
+            .iter()
+            .map(|f| f.record.seq)
+            .max()
+            .unwrap_or(0);
+        let mut names = HashMap::with_capacity(scan.sections.len());
+        let inodes = DashMap::with_capacity(scan.sections.len());
+        for f in scan.sections {
+            names.insert(f.record.name.clone(), f.id);
+            let section = Section {
+                id: f.id,
+                commit: f.record.commit,
+                state: Mutex::new(SectionState::new(f.record, Status::Created, 0)),
+            };
+            inodes.insert(f.id, Arc::new(section));
+        }
+        log::info!(
+            "store {}: {} sections, {} entries left aside",
+            store.root().display(),
+            names.len(),
+            scan.damaged.len()
+        );
+        Ok(Sections {
+            store,
+            options,
+            passthrough: AtomicBool::new(false),
+            names: Mutex::new(names),
+            inodes,
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            seq: AtomicU64::new(max_seq + 1),
+            mounted_at: SystemTime::now(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn set_io(&self, io: IoMode) {
+        self.passthrough
+            .store(io == IoMode::Passthrough, Ordering::Relaxed);
+    }
+
+    pub fn io(&self) -> IoMode {
+        if self.passthrough.load(Ordering::Relaxed) {
+            IoMode::Passthrough
+        } else {
+            IoMode::Cached
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.names).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn section(&self, ino: u64) -> Result<Arc<Section>> {
+        self.inodes
+            .get(&ino)
+            .map(|s| Arc::clone(&s))
+            .ok_or(Error::NotFound)
+    }
+
+    fn by_name(&self, name: &OsStr) -> Result<Arc<Section>> {
+        let id = *lock(&self.names).get(name).ok_or(Error::NotFound)?;
+        self.section(id)
+    }
+
+    /// Looks a name up; a section's entry counts as one kernel reference until forgotten.
+    pub fn lookup(&self, caller: Caller, name: &OsStr) -> Result<Attr> {
+        if let Some(stem) = name::sidecar_of(name) {
+            let section = self.by_name(stem)?;
+            return self.sidecar_attr(&section, caller);
+        }
+        if name.len() > name::MAX_NAME_LEN {
+            return Err(Error::NameTooLong);
+        }
+        let section = self.by_name(name)?;
+        let attr = self.section_attr(&section)?;
+        let mut st = lock(&section.state);
+        if !st.linked {
+            return Err(Error::NotFound);
+        }
+        st.lookups += 1;
+        Ok(attr)
+    }
+
+    /// The kernel dropped `n` references to an inode.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
+            return;
+        }
+        if let Ok(section) = self.section(ino) {
+            let mut st = lock(&section.state);
+            st.lookups = st.lookups.saturating_sub(n);
+            self.drop_if_gone(&section, &st);
+        }
+    }
+
+    /// Forgets an unlinked section once the kernel holds nothing of it.
+    fn drop_if_gone(&self, section: &Section, st: &SectionState) {
+        if !st.linked && st.lookups == 0 && st.handles == 0 {
+            self.inodes.remove(&section.id);
+        }
+    }
+
+    pub fn attr(&self, caller: Caller, ino: u64) -> Result<Attr> {
+        if ino == ROOT_INO {
+            return Ok(self.root_attr());
+        }
+        let section = self.section(ino & !SIDECAR_BIT)?;
+        if ino & SIDECAR_BIT != 0 {
+            self.sidecar_attr(&section, caller)
+        } else {
+            self.section_attr(&section)
+        }
+    }
+
+    fn root_attr(&self) -> Attr {
+        Attr {
+            ino: ROOT_INO,
+            kind: Kind::Directory,
+            size: 0,
+            blocks: 0,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            // Like /dev/shm: anyone may create, only owners may remove (sticky).
+            perm: 0o1777,
+            nlink: 2,
+            uid: self.options.owner.0,
+            gid: self.options.owner.1,
+        }
+    }
+
+    /// Stats the backing file: by name while linked, through the open file once unlinked.
+    fn stat(&self, section: &Section) -> Result<libc::stat> {
+        let (linked, file) = {
+            let st = lock(&section.state);
+            (st.linked, st.file.clone())
+        };
+        if linked {
+            return Ok(self.store.stat(section.id)?);
+        }
+        let file = file.ok_or(Error::NotFound)?;
+        fstat(&file)
+    }
+
+    fn section_attr(&self, section: &Section) -> Result<Attr> {
+        let stat = self.stat(section)?;
+        let st = lock(&section.state);
+        Ok(Attr {
+            ino: section.id,
+            kind: Kind::File,
+            size: stat.st_size as u64,
+            blocks: stat.st_blocks as u64,
+            atime: time(stat.st_atime, stat.st_atime_nsec),
+            mtime: time(stat.st_mtime, stat.st_mtime_nsec),
+            ctime: time(stat.st_ctime, stat.st_ctime_nsec),
+            perm: st.record.mode as u16,
+            nlink: u32::from(st.linked),
+            uid: st.record.uid,
+            gid: st.record.gid,
+        })
+    }
+
+    fn sidecar_attr(&self, section: &Section, caller: Caller) -> Result<Attr> {
+        let facts = self.facts_of(section, caller)?;
+        let st = lock(&section.state);
+        Ok(Attr {
+            ino: section.id | SIDECAR_BIT,
+            kind: Kind::File,
+            size: facts.render().len() as u64,
+            blocks: 0,
+            atime: st.record.created_at,
+            mtime: st.record.created_at,
+            ctime: st.record.created_at,
+            // Readable by exactly those who may read the section; never writable.
+            perm: (st.record.mode & 0o444) as u16,
+            nlink: 1,
+            uid: st.record.uid,
+            gid: st.record.gid,
+        })
+    }
+
+    /// What the sidecar says about the section `ino` to `caller`.
+    pub fn facts(&self, caller: Caller, ino: u64) -> Result<Facts> {
+        if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
+            return Err(Error::NoAttr);
+        }
+        self.facts_of(&*self.section(ino)?, caller)
+    }
+
+    fn facts_of(&self, section: &Section, caller: Caller) -> Result<Facts> {
+        let size = self.stat(section)?.st_size as u64;
+        let st = lock(&section.state);
+        let status = match st.by_process.get(&caller.process()) {
+            // A reader holding its own handle sees its own most recent open.
+            Some(&(status, _)) => status,
+            None => st.last_status,
+        };
+        Ok(Facts {
+            name: st.record.name.clone(),
+            size,
+            status,
+            creator_pid: st.record.creator_pid,
+            created_at: st.record.created_at,
+            open_handles: st.handles,
+            io: self.io(),
+            commit: section.commit,
+        })
+    }
+
+    /// Open-or-create of `name` (the kernel's CREATE). Atomic with respect to every other
+    /// create, open and unlink: exactly one caller gets `Status::Created`.
+    pub fn create(
+        &self,
+        caller: Caller,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, Opened)> {
+        name::validate(name)?;
+        let mut names = lock(&self.names);
+        if let Some(&id) = names.get(name) {
+            if flags & libc::O_EXCL != 0 {
+                return Err(Error::Exists);
+            }
+            drop(names);
+            let section = self.section(id)?;
+            let opened = self.open_section(caller, &section, flags)?;
+            lock(&section.state).lookups += 1;
+            return Ok((self.section_attr(&section)?, opened));
+        }
+        let record = Record {
+            name: name.to_os_string(),
+            uid: caller.uid,
+            gid: caller.gid,
+            mode: mode & !umask & 0o7777,
+            creator_pid: caller.process(),
+            created_at: SystemTime::now(),
+            commit: self.options.commit,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let (id, file) = self.store.create(&record)?;
+        let file = Arc::new(file);
+        let mut state = SectionState::new(record, Status::Created, 1);
+        state.file = Some(Arc::clone(&file));
+        state.handles = 1;
+        let pid = caller.process();
+        state.by_process.insert(pid, (Status::Created, 1));
+        let section = Arc::new(Section {
+            id,
+            commit: self.options.commit,
+            state: Mutex::new(state),
+        });
+        self.inodes.insert(id, Arc::clone(&section));
+        names.insert(name.to_os_string(), id);
+        drop(names);
+        let fh = self.add_handle(Handle::Section {
+            ino: id,
+            pid,
+            file: Arc::clone(&file),
+        });
+        let attr = self.section_attr(&section)?;
+        Ok((
+            attr,
+            Opened {
+                fh,
+                ino: id,
+                file,
+                status: Status::Created,
+            },
+        ))
+    }
+
+    /// Opens an existing section (the kernel's OPEN).
+    pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<Opened> {
+        if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
+            return Err(Error::BadHandle);
+        }
+        self.open_section(caller, &*self.section(ino)?, flags)
+    }
+
+    fn open_section(&self, caller: Caller, section: &Section, flags: i32) -> Result<Opened> {
+        let pid = caller.process();
+        let mut st = lock(&section.state);
+        if flags & libc::O_TRUNC != 0 {
+            let size = match &st.file {
+                Some(f) => fstat(f)?.st_size,
+                None if st.linked => self.store.stat(section.id)?.st_size,
+                None => return Err(Error::NotFound),
+            };
+            // O_TRUNC would shrink a non-empty section.
+            if size > 0 {
+                return Err(Error::Shrink);
+            }
+        }
+        let file = match &st.file {
+            Some(f) => Arc::clone(f),
+            None if st.linked => Arc::new(self.store.open_file(section.id)?),
+            // Unlinked and closed: nothing left to open.
+            None => return Err(Error::NotFound),
+        };
+        st.file = Some(Arc::clone(&file));
+        st.handles += 1;
+        st.last_status = Status::AlreadyExists;
+        let entry = st
+            .by_process
+            .entry(pid)
+            .or_insert((Status::AlreadyExists, 0));
+        *entry = (Status::AlreadyExists, entry.1 + 1);
+        drop(st);
+        let fh = self.add_handle(Handle::Section {
+            ino: section.id,
+            pid,
+            file: Arc::clone(&file),
+        });
+        Ok(Opened {
+            fh,
+            ino: section.id,
+            file,
+            status: Status::AlreadyExists,
+        })
+    }
+
+    /// Opens a sidecar: a snapshot of its text, taken now, for this reader.
+    pub fn open_sidecar(&self, caller: Caller, ino: u64, flags: i32) -> Result<u64> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(Error::ReadOnly);
+        }
+        let section = self.section(ino & !SIDECAR_BIT)?;
+        let text = self.facts_of(&section, caller)?.render();
+        Ok(self.add_handle(Handle::Sidecar(text.into())))
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(fh, h);
+        fh
+    }
+
+    /// Releases a file handle (section or sidecar).
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let (_, handle) = self.handles.remove(&fh).ok_or(Error::BadHandle)?;
+        let Handle::Section { ino, pid, .. } = handle else {
+            return Ok(());
+        };
+        let section = self.section(ino)?;
+        let mut st = lock(&section.state);
+        st.handles = st.handles.saturating_sub(1);
+        if let Some(entry) = st.by_process.get_mut(&pid) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                st.by_process.remove(&pid);
+            }
+        }
+        if st.handles == 0 {
+            st.file = None;
+        }
+        self.drop_if_gone(&section, &st);
+        Ok(())
+    }
+
+    /// Reads section data (cached mode) or sidecar text.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let handle = self.handles.get(&fh).ok_or(Error::BadHandle)?;
+        match &*handle {
+            Handle::Section { file, .. } => {
+                let file = Arc::clone(file);
+                drop(handle);
+                let mut buf = vec![0u8; size as usize];
+                let mut done = 0;
+                while done < buf.len() {
+                    match file.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                buf.truncate(done);
+                Ok(buf)
+            }
+            Handle::Sidecar(text) => {
+                let start = (offset as usize).min(text.len());
+                let end = start.saturating_add(size as usize).min(text.len());
+                Ok(text[start..end].to_vec())
+            }
+            Handle::Dir(_) => Err(Error::BadHandle),
+        }
+    }
+
+    /// Writes section data (cached mode). A write past the end grows the section, and
+    /// under eager commit allocates the growth first so it fails whole with ENOSPC.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let (ino, file) = match self.handles.get(&fh).as_deref() {
+            Some(Handle::Section { ino, file, .. }) => (*ino, Arc::clone(file)),
+            Some(Handle::Sidecar(_)) => return Err(Error::ReadOnly),
+            _ => return Err(Error::BadHandle),
+        };
+        let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+        if self.section(ino)?.commit == Commit::Eager {
+            let size = fstat(&file)?.st_size as u64;
+            if end > size {
+                store::grow(&file, size, end, Commit::Eager)?;
+            }
+        }
+        file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    /// fsync of a section handle.
+    pub fn sync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let file = match self.handles.get(&fh).as_deref() {
+            Some(Handle::Section { file, .. }) => Arc::clone(file),
+            Some(_) => return Ok(()),
+            None => return Err(Error::BadHandle),
+        };
+        if datasync {
+            file.sync_data()?
+        } else {
+            file.sync_all()?
+        }
+        Ok(())
+    }
+
+    /// setattr: size (grow only), mode, owner, times. Permission checks are the kernel's
+    /// (default_permissions); this applies what it let through, all or nothing.
+    pub fn set_attr(&self, caller: Caller, ino: u64, change: AttrChange) -> Result<Attr> {
+        if ino == ROOT_INO || ino & SIDECAR_BIT != 0 {
+            return Err(if ino == ROOT_INO {
+                Error::NotSupported
+            } else {
+                Error::ReadOnly
+            });
+        }
+        let section = self.section(ino)?;
+        let mut st = lock(&section.state);
+        let file = match &st.file {
+            Some(f) => Arc::clone(f),
+            None if st.linked => Arc::new(self.store.open_file(section.id)?),
+            None => return Err(Error::NotFound),
+        };
+        if let Some(size) = change.size {
+            let current = fstat(&file)?.st_size as u64;
+            if size < current {
+                return Err(Error::Shrink);
+            }
+            if size > i64::MAX as u64 {
+                return Err(Error::TooBig);
+            }
+            // Holding the state lock serializes growth of this section.
+            store::grow(&file, current, size, section.commit)?;
+        }
+        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
+            let mut record = st.record.clone();
+            if let Some(mode) = change.mode {
+                record.mode = mode & 0o7777;
+            }
+            record.uid = change.uid.unwrap_or(record.uid);
+            record.gid = change.gid.unwrap_or(record.gid);
+            if st.linked {
+                self.store.write_record(section.id, &record)?;
+            }
+            st.record = record;
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            let ts = |t: Option<Option<SystemTime>>| match t {
+                None => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                Some(None) => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_NOW,
+                },
+                Some(Some(t)) => {
+                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    libc::timespec {
+                        tv_sec: d.as_secs() as libc::time_t,
+                        tv_nsec: d.subsec_nanos() as libc::c_long,
+                    }
+                }
+            };
+            let times = [ts(change.atime), ts(change.mtime)];
+            // SAFETY: valid fd and two timespecs.
+            if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+        drop(st);
+        let _ = caller;
+        self.section_attr(&section)
+    }
+
+    /// Removes a section's name. Handles and views keep the bytes until they close.
+    pub fn unlink(&self, name: &OsStr) -> Result<()> {
+        let mut names = lock(&self.names);
+        let Some(&id) = names.get(name) else {
+            return Err(match name::sidecar_of(name) {
+                Some(stem) if names.contains_key(stem) => Error::NotSupported,
+                _ => Error::NotFound,
+            });
+        };
+        self.store.remove(id)?;
+        names.remove(name);
+        drop(names);
+        self.unlinked(id);
+        Ok(())
+    }
+
+    fn unlinked(&self, id: u64) {
+        if let Ok(section) = self.section(id) {
+            let mut st = lock(&section.state);
+            st.linked = false;
+            self.drop_if_gone(&section, &st);
+        }
+    }
+
+    /// Renames a section, replacing any section at `new` unless `noreplace`.
+    pub fn rename(&self, old: &OsStr, new: &OsStr, noreplace: bool) -> Result<()> {
+        let mut names = lock(&self.names);
+        let Some(&src) = names.get(old) else {
+            return Err(match name::sidecar_of(old) {
+                Some(stem) if names.contains_key(stem) => Error::NotSupported,
+                _ => Error::NotFound,
+            });
+        };
+        name::validate(new)?;
+        if old == new {
+            return Ok(());
+        }
+        let target = names.get(new).copied();
+        if target.is_some() && noreplace {
+            return Err(Error::Exists);
+        }
+        let section = self.section(src)?;
+        let mut st = lock(&section.state);
+        let mut record = st.record.clone();
+        record.name = new.to_os_string();
+        record.seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // The new record first: if the removal below never happens (crash), the next scan
+        // sees two records for `new` and keeps this, the newer one.
+        self.store.write_record(src, &record)?;
+        if let Some(t) = target
+            && let Err(e) = self.store.remove(t)
+        {
+            let _ = self.store.write_record(src, &st.record);
+            return Err(e.into());
+        }
+        st.record = record;
+        drop(st);
+        names.remove(old);
+        names.insert(new.to_os_string(), src);
+        drop(names);
+        if let Some(t) = target {
+            self.unlinked(t);
+        }
+        Ok(())
+    }
+
+    /// Snapshots the root's listing for one opendir.
+    pub fn open_dir(&self) -> u64 {
+        let mut list: Vec<(u64, OsString)> = lock(&self.names)
+            .iter()
+            .map(|(n, &id)| (id, n.clone()))
+            .collect();
+        list.sort_unstable_by_key(|e| e.0);
+        self.add_handle(Handle::Dir(Arc::new(list)))
+    }
+
+    /// Entries of a directory handle from `offset` on: (inode, kind, name, next offset).
+    /// Offsets 0 and 1 are `.` and `..`; then each section and its sidecar.
+    pub fn read_dir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, Kind, OsString, u64)>> {
+        let list = match self.handles.get(&fh).as_deref() {
+            Some(Handle::Dir(list)) => Arc::clone(list),
+            _ => return Err(Error::BadHandle),
+        };
+        let mut out = Vec::new();
+        let total = 2 + 2 * list.len() as u64;
+        for off in offset..total {
+            let entry = match off {
+                0 => (ROOT_INO, Kind::Directory, OsString::from(".")),
+                1 => (ROOT_INO, Kind::Directory, OsString::from("..")),
+                n => {
+                    let (id, name) = &list[((n - 2) / 2) as usize];
+                    if n % 2 == 0 {
+                        (*id, Kind::File, name.clone())
+                    } else {
+                        (*id | SIDECAR_BIT, Kind::File, name::sidecar_name(name))
+                    }
+                }
+            };
+            out.push((entry.0, entry.1, entry.2, off + 1));
+            // The adapter stops when the kernel's buffer is full; a few hundred is plenty.
+            if out.len() >= 512 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn release_dir(&self, fh: u64) {
+        self.handles.remove(&fh);
+    }
+}
+
+impl SectionState {
+    fn new(record: Record, last_status: Status, lookups: u64) -> SectionState {
+        SectionState {
+            record,
+            linked: true,
+            lookups,
+            file: None,
+            handles: 0,
+            last_status,
+            by_process: HashMap::new(),
+        }
+    }
+}
+
+fn fstat(file: &File) -> Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and out pointer.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(st)
+}
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+/// The thread group (process) of a thread id as the kernel reports it in requests.
+/// Falls back to the id itself when /proc does not say (the thread is gone).
+pub fn thread_group(tid: u32) -> u32 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return tid;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(tid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Caller = Caller {
+        uid: 1000,
+        gid: 1000,
+        // Above pid_max: no such thread, so the id is its own process.
+        pid: 4_200_001,
+    };
+    const B: Caller = Caller {
+        uid: 1000,
+        gid: 1000,
+        pid: 4_200_002,
+    };
+
+    fn model(dir: &std::path::Path) -> Sections {
+        let store = Store::open(dir).unwrap();
+        Sections::load(
+            store,
+            Options {
+                commit: Commit::Eager,
+                owner: (0, 0),
+            },
+        )
+        .unwrap()
+    }
+
+    fn os(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    #[test]
+    fn create_then_open_reports_status_per_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let (attr, a) = m.create(A, os("s"), 0o644, 0o022, libc::O_RDWR).unwrap();
+        assert_eq!(a.status, Status::Created);
+        assert_eq!(attr.perm, 0o644);
+        let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
+        assert_eq!(b.status, Status::AlreadyExists);
+        assert_eq!(m.facts(A, attr.ino).unwrap().status, Status::Created);
+        assert_eq!(m.facts(B, attr.ino).unwrap().status, Status::AlreadyExists);
+        let shell = Caller {
+            pid: 4_200_003,
+            ..A
+        };
+        assert_eq!(
+            m.facts(shell, attr.ino).unwrap().status,
+            Status::AlreadyExists
+        );
+        assert_eq!(m.facts(shell, attr.ino).unwrap().open_handles, 2);
+        m.release(b.fh).unwrap();
+        // B's entry is forgotten with its last handle.
+        assert_eq!(m.facts(B, attr.ino).unwrap().status, Status::AlreadyExists);
+        m.release(a.fh).unwrap();
+    }
+
+    #[test]
+    fn create_exclusive_and_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        assert!(matches!(
+            m.create(A, os("s"), 0o600, 0, libc::O_RDWR | libc::O_EXCL),
+            Err(Error::Exists)
+        ));
+        assert!(matches!(
+            m.create(A, os("x.meta"), 0o600, 0, 0),
+            Err(Error::InvalidName)
+        ));
+        assert!(matches!(
+            m.create(A, os("a\\b"), 0o600, 0, 0),
+            Err(Error::InvalidName)
+        ));
+        assert!(matches!(m.lookup(A, os("nope")), Err(Error::NotFound)));
+        assert!(m.lookup(A, os("s.meta")).unwrap().ino & SIDECAR_BIT != 0);
+    }
+
+    #[test]
+    fn sizes_grow_and_never_shrink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let (attr, h) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        let grow = |size| AttrChange {
+            size: Some(size),
+            ..Default::default()
+        };
+        assert_eq!(m.set_attr(A, attr.ino, grow(8192)).unwrap().size, 8192);
+        assert!(matches!(
+            m.set_attr(A, attr.ino, grow(10)),
+            Err(Error::Shrink)
+        ));
+        assert_eq!(m.attr(A, attr.ino).unwrap().size, 8192);
+        m.write(h.fh, 10_000, b"tail").unwrap();
+        assert_eq!(m.attr(A, attr.ino).unwrap().size, 10_004);
+        assert_eq!(m.read(h.fh, 10_000, 100).unwrap(), b"tail");
+        assert!(matches!(
+            m.open(A, attr.ino, libc::O_RDWR | libc::O_TRUNC),
+            Err(Error::Shrink)
+        ));
+    }
+
+    #[test]
+    fn unlink_keeps_open_handles_working() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let (attr, h) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        m.write(h.fh, 0, b"data").unwrap();
+        m.unlink(os("s")).unwrap();
+        assert!(matches!(m.lookup(A, os("s")), Err(Error::NotFound)));
+        assert_eq!(m.read(h.fh, 0, 4).unwrap(), b"data");
+        assert_eq!(m.attr(A, attr.ino).unwrap().nlink, 0);
+        m.release(h.fh).unwrap();
+        m.forget(attr.ino, 1);
+        assert!(matches!(m.attr(A, attr.ino), Err(Error::NotFound)));
+    }
+
+    #[test]
+    fn rename_replaces_and_survives_reload() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let m = model(tmp.path());
+            let (_, a) = m.create(A, os("a"), 0o600, 0, libc::O_RDWR).unwrap();
+            m.write(a.fh, 0, b"from a").unwrap();
+            m.create(A, os("b"), 0o600, 0, libc::O_RDWR).unwrap();
+            assert!(matches!(
+                m.rename(os("a"), os("b"), true),
+                Err(Error::Exists)
+            ));
+            m.rename(os("a"), os("b"), false).unwrap();
+            assert!(matches!(m.lookup(A, os("a")), Err(Error::NotFound)));
+            assert!(matches!(
+                m.rename(os("b"), os("c.meta"), false),
+                Err(Error::InvalidName)
+            ));
+        }
+        let m = model(tmp.path());
+        assert_eq!(m.len(), 1);
+        let attr = m.lookup(A, os("b")).unwrap();
+        let h = m.open(A, attr.ino, libc::O_RDONLY).unwrap();
+        assert_eq!(m.read(h.fh, 0, 6).unwrap(), b"from a");
+    }
+
+    #[test]
+    fn sidecar_is_read_only_and_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let (attr, _) = m.create(A, os("s"), 0o640, 0, libc::O_RDWR).unwrap();
+        let side = attr.ino | SIDECAR_BIT;
+        assert!(matches!(
+            m.open_sidecar(A, side, libc::O_WRONLY),
+            Err(Error::ReadOnly)
+        ));
+        let fh = m.open_sidecar(A, side, libc::O_RDONLY).unwrap();
+        let text = String::from_utf8(m.read(fh, 0, 4096).unwrap()).unwrap();
+        assert!(
+            text.starts_with("name=s\nsize=0\nstatus=created\n"),
+            "{text}"
+        );
+        assert_eq!(m.attr(A, side).unwrap().perm, 0o440);
+        let dir = m.open_dir();
+        let names: Vec<_> = m
+            .read_dir(dir, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(names, [".", "..", "s", "s.meta"]);
+        assert!(matches!(m.unlink(os("s.meta")), Err(Error::NotSupported)));
+    }
+}

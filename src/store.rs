@@ -1,0 +1,715 @@
+//! The store: the private directory that holds every section's bytes and the facts needed
+//! to bring it back after a restart. No FUSE types here.
+//!
+//! Layout (see DESIGN.md):
+//! ```text
+//! STORE/            0700, owned by the daemon's user
+//!   lock            flock()ed by the one daemon serving the store; holds its pid
+//!   sections/       0700
+//!     0000000000000002   one backing file per section, 0600, named by its id (= inode);
+//!                        its record (name, owner, mode, creation facts) is the xattr
+//!                        `user.sectionfs.record` on that same file
+//! ```
+//! A file name never derives from a section's name, so no user-chosen text reaches a path.
+//! Every file is reached relative to the `sections/` directory fd with `O_NOFOLLOW`.
+
+use crate::error::{Error, Result};
+use crate::name;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The xattr on each backing file that holds its [`Record`].
+const RECORD_XATTR: &[u8] = b"user.sectionfs.record\0";
+/// First line of every record; the number is the format version.
+const RECORD_MAGIC: &str = "sectionfs-record 1";
+/// Ids 0 and 1 are never sections: 1 is the FUSE root inode.
+pub const FIRST_ID: u64 = 2;
+/// The largest id; inode numbers above it carry the sidecar bit (see `sections.rs`).
+pub const MAX_ID: u64 = (1 << 62) - 1;
+
+/// How a section's storage is committed (SEC_COMMIT / SEC_RESERVE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Growth allocates the storage or fails with ENOSPC.
+    Eager,
+    /// Growth is sparse; storage is taken on first touch.
+    Lazy,
+}
+
+impl Commit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Commit::Eager => "eager",
+            Commit::Lazy => "lazy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Commit> {
+        match s {
+            "eager" => Some(Commit::Eager),
+            "lazy" => Some(Commit::Lazy),
+            _ => None,
+        }
+    }
+}
+
+/// What the store keeps about a section besides its bytes and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub name: OsString,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits only (07777).
+    pub mode: u32,
+    pub creator_pid: u32,
+    pub created_at: SystemTime,
+    pub commit: Commit,
+    /// Order of the last create or rename that gave this record its name. If a crash
+    /// interrupts a rename over an existing section, two records claim one name: the higher
+    /// `seq` is the rename's result, the lower one the section it replaced.
+    pub seq: u64,
+}
+
+impl Record {
+    pub fn encode(&self) -> String {
+        let t = self
+            .created_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{RECORD_MAGIC}\nname={}\nuid={}\ngid={}\nmode={:o}\ncreator_pid={}\n\
+             created_at={}.{:09}\ncommit={}\nseq={}\n",
+            name::escape(&self.name),
+            self.uid,
+            self.gid,
+            self.mode,
+            self.creator_pid,
+            t.as_secs(),
+            t.subsec_nanos(),
+            self.commit.as_str(),
+            self.seq
+        )
+    }
+
+    /// Parses a record; `Err` says what is wrong with it. Unknown keys are ignored so that
+    /// a newer daemon's records still load.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "record is not UTF-8".to_string())?;
+        let mut lines = text.lines();
+        if lines.next() != Some(RECORD_MAGIC) {
+            return Err("record has no sectionfs header".into());
+        }
+        let (mut name, mut uid, mut gid, mut mode, mut pid, mut created, mut commit, mut seq) =
+            (None, None, None, None, None, None, None, None);
+        for line in lines {
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(format!("record line without '=': {line:?}"));
+            };
+            let bad = || format!("bad value for {k}: {v:?}");
+            match k {
+                "name" => name = Some(name::unescape(v).ok_or_else(bad)?),
+                "uid" => uid = Some(v.parse().map_err(|_| bad())?),
+                "gid" => gid = Some(v.parse().map_err(|_| bad())?),
+                "mode" => mode = Some(u32::from_str_radix(v, 8).map_err(|_| bad())? & 0o7777),
+                "creator_pid" => pid = Some(v.parse().map_err(|_| bad())?),
+                "created_at" => created = Some(parse_time(v).ok_or_else(bad)?),
+                "commit" => commit = Some(Commit::parse(v).ok_or_else(bad)?),
+                "seq" => seq = Some(v.parse().map_err(|_| bad())?),
+                _ => {}
+            }
+        }
+        let missing = |k: &str| format!("record lacks {k}");
+        let name = name.ok_or_else(|| missing("name"))?;
+        name::validate(&name).map_err(|e| format!("record holds a bad name: {e}"))?;
+        Ok(Record {
+            name,
+            uid: uid.ok_or_else(|| missing("uid"))?,
+            gid: gid.ok_or_else(|| missing("gid"))?,
+            mode: mode.ok_or_else(|| missing("mode"))?,
+            creator_pid: pid.ok_or_else(|| missing("creator_pid"))?,
+            created_at: created.ok_or_else(|| missing("created_at"))?,
+            commit: commit.ok_or_else(|| missing("commit"))?,
+            seq: seq.ok_or_else(|| missing("seq"))?,
+        })
+    }
+}
+
+fn parse_time(v: &str) -> Option<SystemTime> {
+    let (s, n) = v.split_once('.')?;
+    let (s, n): (u64, u32) = (s.parse().ok()?, n.parse().ok()?);
+    if n >= 1_000_000_000 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::new(s, n))
+}
+
+/// A section found in the store at start-up.
+#[derive(Debug)]
+pub struct Found {
+    pub id: u64,
+    pub record: Record,
+}
+
+/// What a scan of the store found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub sections: Vec<Found>,
+    /// Entries left aside, each with the reason (already logged once).
+    pub damaged: Vec<(OsString, String)>,
+}
+
+/// An open store. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    /// The `sections/` directory; every backing file is reached relative to it.
+    dir: OwnedFd,
+    /// Held (flock) for the daemon's life: one daemon per store.
+    _lock: File,
+    next_id: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if missing) the store at `root` and takes its lock. Fails with a
+    /// readable message when the store is unusable or served by another daemon.
+    pub fn open(root: &Path) -> std::result::Result<Store, String> {
+        let ctx = |what: &str, e: io::Error| format!("store {}: {what}: {e}", root.display());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| ctx("cannot create", e))?;
+        let meta = std::fs::symlink_metadata(root).map_err(|e| ctx("cannot stat", e))?;
+        if !meta.is_dir() {
+            return Err(format!("store {}: not a directory", root.display()));
+        }
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid {
+            return Err(format!(
+                "store {}: owned by uid {}, not by this daemon's uid {euid}",
+                root.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o777 != 0o700 {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| ctx("cannot make it private (0700)", e))?;
+        }
+        let lock = take_lock(root)?;
+        let sections = root.join("sections");
+        match std::fs::DirBuilder::new().mode(0o700).create(&sections) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ctx("cannot create sections/", e)),
+        }
+        let dir = open_dir(&sections).map_err(|e| ctx("cannot open sections/", e))?;
+        check_xattrs(&dir)
+            .map_err(|e| ctx("its filesystem does not keep user extended attributes", e))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            dir,
+            _lock: lock,
+            next_id: AtomicU64::new(FIRST_ID),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Reads every section back. Damaged entries are logged once and left untouched; of
+    /// two records claiming one name (a rename over a section, cut short by a crash) the
+    /// newer wins and the older one, which the rename was replacing, is removed.
+    pub fn scan(&self) -> io::Result<Scan> {
+        let mut scan = Scan::default();
+        let mut max_id = FIRST_ID - 1;
+        for entry in std::fs::read_dir(self.sections_path())? {
+            let entry = entry?;
+            let fname = entry.file_name();
+            let Some(id) = parse_id(&fname) else {
+                self.damaged(&mut scan, fname, "not a section file".into());
+                continue;
+            };
+            max_id = max_id.max(id);
+            match self.read_record(id) {
+                Ok(record) => scan.sections.push(Found { id, record }),
+                Err(why) => self.damaged(&mut scan, fname, why),
+            }
+        }
+        self.next_id.store(max_id + 1, Ordering::Relaxed);
+
+        scan.sections
+            .sort_by(|a, b| (&a.record.name, b.record.seq).cmp(&(&b.record.name, a.record.seq)));
+        let mut kept: Vec<Found> = Vec::with_capacity(scan.sections.len());
+        for f in scan.sections.drain(..) {
+            match kept.last() {
+                Some(winner) if winner.record.name == f.record.name => {
+                    log::warn!(
+                        "store: {} and {} both hold {:?}: keeping the newer rename, removing {}",
+                        id_name(winner.id),
+                        id_name(f.id),
+                        f.record.name,
+                        id_name(f.id)
+                    );
+                    if let Err(e) = self.remove(f.id) {
+                        log::warn!("store: cannot remove {}: {e}", id_name(f.id));
+                    }
+                }
+                _ => kept.push(f),
+            }
+        }
+        scan.sections = kept;
+        Ok(scan)
+    }
+
+    fn damaged(&self, scan: &mut Scan, fname: OsString, why: String) {
+        log::warn!(
+            "store: leaving {:?} aside untouched: {why}",
+            self.sections_path().join(&fname)
+        );
+        scan.damaged.push((fname, why));
+    }
+
+    fn read_record(&self, id: u64) -> std::result::Result<Record, String> {
+        let file = self
+            .open_file(id)
+            .map_err(|e| format!("cannot open: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: the buffer is valid for its length; the name is NUL-terminated.
+        let n = unsafe {
+            libc::fgetxattr(
+                file.as_raw_fd(),
+                RECORD_XATTR.as_ptr().cast(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::ENODATA) {
+                "backing file without a record".into()
+            } else {
+                format!("cannot read its record: {e}")
+            });
+        }
+        buf.truncate(n as usize);
+        Record::decode(&buf)
+    }
+
+    /// Creates a section's backing file with its record, atomically: the file appears in
+    /// the store only once its record is on it. Returns its id and an open handle.
+    pub fn create(&self, record: &Record) -> Result<(u64, File)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id > MAX_ID {
+            return Err(Error::NoSpace);
+        }
+        let fname = id_cstring(id);
+        // An unnamed file gets its record first, then a name: a crash leaves nothing behind.
+        // SAFETY: plain syscall on a valid directory fd and a NUL-terminated path.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: fd was just returned by openat and is owned by nobody else.
+            let file = unsafe { File::from_raw_fd(fd) };
+            set_record(&file, record)?;
+            let proc_path =
+                CString::new(format!("/proc/self/fd/{fd}")).map_err(io::Error::other)?;
+            // linkat through /proc needs no capability, unlike AT_EMPTY_PATH.
+            // SAFETY: valid fds and NUL-terminated paths.
+            let rc = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc_path.as_ptr(),
+                    self.dir.as_raw_fd(),
+                    fname.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error().into());
+            }
+            return Ok((id, file));
+        }
+        let err = io::Error::last_os_error();
+        if !matches!(
+            err.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
+        ) {
+            return Err(err.into());
+        }
+        // No O_TMPFILE on this filesystem: create by name. A crash between the two calls
+        // leaves a file without a record, which the next scan reports and leaves aside.
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                fname.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: fd was just returned by openat.
+        let file = unsafe { File::from_raw_fd(fd) };
+        if let Err(e) = set_record(&file, record) {
+            let _ = self.remove(id);
+            return Err(e);
+        }
+        Ok((id, file))
+    }
+
+    /// Opens a section's backing file read-write.
+    pub fn open_file(&self, id: u64) -> io::Result<File> {
+        let fname = id_cstring(id);
+        // SAFETY: valid directory fd and NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                fname.as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by openat.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Replaces a section's record (rename, chmod, chown). Atomic: one setxattr.
+    pub fn write_record(&self, id: u64, record: &Record) -> Result<()> {
+        set_record(&self.open_file(id)?, record)
+    }
+
+    /// Stats a section's backing file without opening it.
+    pub fn stat(&self, id: u64) -> io::Result<libc::stat> {
+        let fname = id_cstring(id);
+        // SAFETY: zeroed stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, NUL-terminated name, valid out pointer.
+        let rc = unsafe {
+            libc::fstatat(
+                self.dir.as_raw_fd(),
+                fname.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+
+    /// Sets a backing file's access and modification times.
+    pub fn set_times(
+        &self,
+        id: u64,
+        atime: libc::timespec,
+        mtime: libc::timespec,
+    ) -> io::Result<()> {
+        let fname = id_cstring(id);
+        let times = [atime, mtime];
+        // SAFETY: valid fd, NUL-terminated name, two timespecs.
+        let rc = unsafe {
+            libc::utimensat(
+                self.dir.as_raw_fd(),
+                fname.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes a section's backing file. Open handles keep the bytes until they close.
+    pub fn remove(&self, id: u64) -> io::Result<()> {
+        let fname = id_cstring(id);
+        // SAFETY: valid fd and NUL-terminated name.
+        if unsafe { libc::unlinkat(self.dir.as_raw_fd(), fname.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The store's capacity and use, for statfs.
+    pub fn statvfs(&self) -> io::Result<libc::statvfs> {
+        // SAFETY: zeroed statvfs is a valid out-buffer.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and out pointer.
+        if unsafe { libc::fstatvfs(self.dir.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+
+    /// The raw fd of `sections/`, for the passthrough probe.
+    pub fn dir_fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
+    }
+
+    fn sections_path(&self) -> PathBuf {
+        self.root.join("sections")
+    }
+}
+
+/// Grows `file` to `new_size` (never shrinks it). `Eager` allocates every new byte or
+/// fails with ENOSPC leaving size and bytes as they were; `Lazy` only sets the size.
+///
+/// Both use fallocate mode 0, which only ever raises the size: a concurrent write past
+/// the end can never be cut off, as it could be by an ftruncate computed from a stale size.
+pub fn grow(file: &File, old_size: u64, new_size: u64, commit: Commit) -> Result<()> {
+    if new_size <= old_size {
+        return Ok(());
+    }
+    let new = i64::try_from(new_size).map_err(|_| Error::TooBig)?;
+    let (off, len) = match commit {
+        Commit::Eager => (old_size as i64, new - old_size as i64),
+        // One byte at the new end: the size moves, the gap stays a hole.
+        Commit::Lazy => (new - 1, 1),
+    };
+    // SAFETY: valid fd.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, off, len) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if commit == Commit::Lazy && err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // A store without fallocate: the caller holds the section's lock, so the size
+        // cannot have moved since it was read.
+        file.set_len(new_size)?;
+        return Ok(());
+    }
+    Err(err.into())
+}
+
+fn set_record(file: &File, record: &Record) -> Result<()> {
+    let text = record.encode();
+    // SAFETY: valid fd, NUL-terminated name, buffer valid for its length.
+    let rc = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            RECORD_XATTR.as_ptr().cast(),
+            text.as_ptr().cast(),
+            text.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+fn take_lock(root: &Path) -> std::result::Result<File, String> {
+    let path = root.join("lock");
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("store {}: cannot open its lock: {e}", root.display()))?;
+    // SAFETY: valid fd.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(format!(
+            "store {} is already served by another sectionfs daemon (pid {}); \
+             one daemon per store",
+            root.display(),
+            holder.trim()
+        ));
+    }
+    lock.set_len(0).ok();
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    writeln!(lock, "{pid}").ok();
+    Ok(lock)
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Fails when the store's filesystem cannot hold a record (no user xattrs).
+fn check_xattrs(dir: &OwnedFd) -> io::Result<()> {
+    // SAFETY: valid directory fd, NUL-terminated path.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        // No O_TMPFILE: the first create will tell.
+        return Ok(());
+    }
+    // SAFETY: fd was just returned by openat.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: valid fd, NUL-terminated name, one-byte buffer.
+    let rc = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            RECORD_XATTR.as_ptr().cast(),
+            b"x".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn id_cstring(id: u64) -> CString {
+    // A hex number never holds a NUL.
+    CString::new(format!("{id:016x}")).unwrap_or_default()
+}
+
+fn id_name(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+fn parse_id(fname: &OsStr) -> Option<u64> {
+    let b = fname.as_bytes();
+    if b.len() != 16
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    {
+        return None;
+    }
+    let id = u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()?;
+    (FIRST_ID..=MAX_ID).contains(&id).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, seq: u64) -> Record {
+        Record {
+            name: name.into(),
+            uid: 1000,
+            gid: 100,
+            mode: 0o640,
+            creator_pid: 42,
+            created_at: UNIX_EPOCH + Duration::new(1_700_000_000, 5),
+            commit: Commit::Lazy,
+            seq,
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let r = record("we\nird name\x01 ü", 7);
+        assert_eq!(Record::decode(r.encode().as_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn record_refuses_damage() {
+        let good = record("x", 1).encode();
+        assert!(Record::decode(&good.as_bytes()[..good.len() / 2]).is_err());
+        assert!(Record::decode(b"garbage").is_err());
+        assert!(Record::decode(b"\xff\xfe").is_err());
+        assert!(Record::decode(good.replace("mode=640", "mode=9z").as_bytes()).is_err());
+        assert!(Record::decode(good.replace("name=x", "name=a.meta").as_bytes()).is_err());
+        // Unknown keys are fine.
+        assert!(Record::decode(format!("{good}future=1\n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn create_scan_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let (a, _) = store.create(&record("a", 1)).unwrap();
+        let (b, _) = store.create(&record("b", 2)).unwrap();
+        assert_ne!(a, b);
+        std::fs::write(tmp.path().join("s/sections/stray"), b"x").unwrap();
+        let scan = store.scan().unwrap();
+        assert_eq!(scan.sections.len(), 2);
+        assert_eq!(scan.damaged.len(), 1);
+        store.remove(a).unwrap();
+        assert_eq!(store.scan().unwrap().sections.len(), 1);
+        assert!(
+            tmp.path().join("s/sections/stray").exists(),
+            "damage is left untouched"
+        );
+    }
+
+    #[test]
+    fn second_open_of_a_store_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _one = Store::open(tmp.path()).unwrap();
+        let err = Store::open(tmp.path()).unwrap_err();
+        assert!(err.contains("already served"), "{err}");
+    }
+
+    #[test]
+    fn interrupted_rename_keeps_the_newer_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (old, _) = store.create(&record("n", 1)).unwrap();
+        let (new, _) = store.create(&record("n", 5)).unwrap();
+        let scan = store.scan().unwrap();
+        assert_eq!(scan.sections.len(), 1);
+        assert_eq!(scan.sections[0].id, new);
+        assert!(store.stat(old).is_err());
+    }
+
+    #[test]
+    fn grow_never_shrinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = File::create(tmp.path().join("f")).unwrap();
+        grow(&f, 0, 8192, Commit::Eager).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 8192);
+        grow(&f, 8192, 100, Commit::Lazy).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 8192);
+        grow(&f, 0, 4096, Commit::Lazy).unwrap();
+        assert_eq!(
+            f.metadata().unwrap().len(),
+            8192,
+            "a stale old size cannot shrink it"
+        );
+        grow(&f, 8192, 1 << 20, Commit::Lazy).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 1 << 20);
+    }
+}

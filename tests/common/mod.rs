@@ -1,0 +1,535 @@
+//! Shared helpers for the mount tests: an RAII guard around one daemon and its
+//! mount, the C and Python section clients, and small process helpers.
+//!
+//! Use it from a test file as `mod common;`. Each test file uses a different
+//! subset of these helpers, hence the module-wide `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::fs::{self, DirBuilder, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long the daemon may take to show its mount, and to exit after umount.
+const DEADLINE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(10);
+
+/// One running `sectionfs -f` and its mount in a private temp dir.
+///
+/// Dropping it unmounts, waits for the daemon and panics (unless the test is
+/// already panicking) if the daemon did not exit cleanly.
+pub struct Mount {
+    child: Child,
+    /// Set once the child has been reaped; `Child::kill` must never be sent
+    /// after that, since the PID may belong to another process by then.
+    exit: Option<ExitStatus>,
+    mnt: PathBuf,
+    store: PathBuf,
+    log_path: PathBuf,
+    /// Unmounted and reaped (by `unmount`, `kill9` or a failed start): `Drop` has nothing left to do.
+    finished: bool,
+    /// Holds mnt/, store/ (unless given) and the daemon log; dropped after `Drop::drop`.
+    _dir: TempDir,
+}
+
+impl Mount {
+    /// Mounts a fresh store. `opts` is the `-o` argument (none if empty).
+    pub fn new(opts: &str) -> Mount {
+        Mount::try_start(None, opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mounts an existing store, e.g. the store of a killed daemon.
+    pub fn with_store(store: &Path, opts: &str) -> Mount {
+        Mount::try_start(Some(store), opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `new`, but a daemon that exits or never mounts is an `Err` holding
+    /// its exit status and log, for tests of refused options.
+    pub fn try_new(opts: &str) -> Result<Mount, String> {
+        Mount::try_start(None, opts)
+    }
+
+    /// Like `with_store`, but a daemon that exits or never mounts is an `Err`
+    /// holding its exit status and log, for tests of refused mounts.
+    pub fn try_with_store(store: &Path, opts: &str) -> Result<Mount, String> {
+        Mount::try_start(Some(store), opts)
+    }
+
+    fn try_start(store: Option<&Path>, opts: &str) -> Result<Mount, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-test-")
+            .tempdir()
+            .expect("create a temp dir for the mount");
+        // The mount table holds canonical paths; the temp dir may sit behind a symlink.
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("canonicalize the temp dir");
+        let mnt = root.join("mnt");
+        fs::create_dir(&mnt).expect("create the mountpoint");
+        let store = match store {
+            Some(store) => store.to_path_buf(),
+            None => {
+                let store = root.join("store");
+                // The spec keeps the store private (0700).
+                DirBuilder::new()
+                    .mode(0o700)
+                    .create(&store)
+                    .expect("create the store dir");
+                store
+            }
+        };
+        let log_path = root.join("sectionfs.log");
+        let log = File::create(&log_path).expect("create the daemon log");
+        let log_out = log.try_clone().expect("clone the daemon log fd");
+
+        let mut cmd = Command::new(daemon_bin());
+        cmd.arg("-f");
+        if !opts.is_empty() {
+            cmd.arg("-o").arg(opts);
+        }
+        cmd.arg(&store)
+            .arg(&mnt)
+            .stdin(Stdio::null())
+            // stdout too: inherited output would bypass the test harness capture.
+            .stdout(log_out)
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn {:?}: {e}", cmd.get_program()))?;
+
+        let mut mount = Mount {
+            child,
+            exit: None,
+            mnt,
+            store,
+            log_path,
+            finished: false,
+            _dir: dir,
+        };
+        match mount.wait_mounted() {
+            Ok(()) => Ok(mount),
+            Err(why) => {
+                mount.abort();
+                Err(format!(
+                    "sectionfs -f {opts:?} {} {}: {why}\n{}",
+                    mount.store.display(),
+                    mount.mnt.display(),
+                    mount.log_report()
+                ))
+            }
+        }
+    }
+
+    /// Polls until the mount shows up, failing early if the daemon exits.
+    fn wait_mounted(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exit = Some(status);
+                    return Err(format!("daemon exited with {status} before mounting"));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("wait for the daemon: {e}")),
+            }
+            if is_mounted(&self.mnt) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no FUSE mount after {DEADLINE:?}"));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// The mountpoint.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// The store directory the daemon was started on.
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    /// The path of section `name` in the mount.
+    pub fn section(&self, name: impl AsRef<OsStr>) -> PathBuf {
+        self.mnt.join(name.as_ref())
+    }
+
+    /// The daemon's stdout and stderr so far.
+    pub fn log(&self) -> String {
+        match fs::read(&self.log_path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => format!("(cannot read {}: {e})", self.log_path.display()),
+        }
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Unmounts and requires the daemon to exit with status 0 within the deadline.
+    /// Fails (rather than forcing it) if something still holds the mount busy.
+    pub fn unmount(mut self) {
+        match self.shutdown(true) {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!(
+                "sectionfs exited with {status} after umount\n{}",
+                self.log_report()
+            ),
+            // Drop then cleans up by force; it does not panic a second time.
+            Err(why) => panic!("{why}\n{}", self.log_report()),
+        }
+    }
+
+    /// Crashes the daemon (SIGKILL to its PID only), reaps it and detaches the
+    /// dead mount. The store stays, for a restart with `Mount::with_store`.
+    pub fn kill9(&mut self) {
+        assert!(!self.finished, "kill9 on a mount that is already finished");
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.exit = Some(status);
+            panic!(
+                "sectionfs had already exited with {status} before kill9\n{}",
+                self.log_report()
+            );
+        }
+        self.kill_and_reap();
+        // The kernel keeps a dead FUSE mount (ENOTCONN) until it is unmounted.
+        if is_mounted(&self.mnt)
+            && let Err(e) = umount(&self.mnt, true)
+        {
+            panic!("umount -l {} after kill9: {e}", self.mnt.display());
+        }
+        self.finished = true;
+    }
+
+    /// Unmounts and reaps the daemon. `strict` (an explicit `unmount`) reports a
+    /// busy mount or a daemon that will not exit; otherwise force both away:
+    /// lazy unmount, then SIGKILL after the deadline.
+    fn shutdown(&mut self, strict: bool) -> Result<ExitStatus, String> {
+        if let Err(e) = umount(&self.mnt, false) {
+            // A mount that is gone already (the daemon died and took it) is not
+            // an umount failure: the exit status below tells what happened.
+            if is_mounted(&self.mnt) {
+                if strict {
+                    return Err(format!("umount {}: {e}", self.mnt.display()));
+                }
+                // EBUSY: a file in the mount is still open, e.g. in a panicking test.
+                let _ = umount(&self.mnt, true);
+            }
+        }
+        if let Some(status) = self.wait_exit(DEADLINE) {
+            self.finished = true;
+            return Ok(status);
+        }
+        if strict {
+            return Err(format!(
+                "sectionfs (pid {}) still running {DEADLINE:?} after umount",
+                self.pid()
+            ));
+        }
+        self.kill_and_reap();
+        if is_mounted(&self.mnt) {
+            let _ = umount(&self.mnt, true);
+        }
+        self.finished = true;
+        Err(format!(
+            "sectionfs (pid {}) still running {DEADLINE:?} after umount; killed it",
+            self.pid()
+        ))
+    }
+
+    /// Cleans up after a failed start: no mount must outlive the attempt.
+    fn abort(&mut self) {
+        self.kill_and_reap();
+        if is_mounted(&self.mnt) {
+            let _ = umount(&self.mnt, true);
+        }
+        self.finished = true;
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.exit.is_some() {
+                return self.exit;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                return self.exit;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// SIGKILL to our own child only (`Child::kill`), never by name.
+    fn kill_and_reap(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        let _ = self.child.kill();
+        if let Ok(status) = self.child.wait() {
+            self.exit = Some(status);
+        }
+    }
+
+    fn log_report(&self) -> String {
+        format!(
+            "----- sectionfs log ({}) -----\n{}\n----- end of sectionfs log -----",
+            self.log_path.display(),
+            self.log().trim_end()
+        )
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let result = self.shutdown(false);
+        // A second panic while unwinding would abort the whole test binary.
+        if thread::panicking() {
+            return;
+        }
+        match result {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!(
+                "sectionfs exited with {status} after umount\n{}",
+                self.log_report()
+            ),
+            Err(why) => panic!("{why}\n{}", self.log_report()),
+        }
+    }
+}
+
+/// The daemon binary cargo built for these tests.
+pub fn daemon_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sectionfs"))
+}
+
+/// True when FUSE is available. Without /dev/fuse a test returns early after a
+/// note on stderr, except under CI=true, where skipping would hide the suite.
+pub fn require_fuse() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("/dev/fuse is missing; CI=true requires the mount tests to run");
+    }
+    eprintln!("skipping: /dev/fuse is missing, FUSE mount tests cannot run here");
+    false
+}
+
+/// The data modes every conformance check runs in.
+pub fn modes() -> [&'static str; 2] {
+    ["passthrough=on", "passthrough=off"]
+}
+
+/// Whether `/proc/self/mountinfo` lists a FUSE mount at exactly `mnt`.
+pub fn is_mounted(mnt: &Path) -> bool {
+    let table = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let want = mnt.as_os_str().as_bytes();
+    table.split(|&b| b == b'\n').any(|line| {
+        // Fields: id parent dev root MOUNTPOINT opts [optional...] - FSTYPE source super
+        let Some(sep) = line.windows(3).position(|w| w == b" - ") else {
+            return false;
+        };
+        let mountpoint = line[..sep].split(|&b| b == b' ').nth(4);
+        let fstype = line[sep + 3..].split(|&b| b == b' ').next();
+        matches!((mountpoint, fstype), (Some(mp), Some(ty))
+            if ty.starts_with(b"fuse") && unescape_mountinfo(mp) == want)
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (field[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Unmounts `path`, lazily (`umount -l`) if asked.
+pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Unprivileged: only the setuid helper may unmount a user's FUSE mount.
+    for helper in ["fusermount3", "fusermount"] {
+        let mut cmd = Command::new(helper);
+        cmd.arg(if lazy { "-uz" } else { "-u" }).arg(path);
+        match cmd.output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                return Err(io::Error::other(format!(
+                    "{helper}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(err)
+}
+
+/// Runs `bash -c cmd` and returns its output, whatever its status.
+pub fn sh(cmd: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("run bash -c {cmd:?}: {e}"))
+}
+
+/// Runs `cmd`, requires exit status 0 and returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Parses the `key=value` lines of `<mnt>/<name>.meta`.
+pub fn read_meta(mnt: &Path, name: &str) -> BTreeMap<String, String> {
+    let path = mnt.join(format!("{name}.meta"));
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let (key, value) = line.split_once('=').unwrap_or_else(|| {
+                panic!("{}: line without '=': {line:?}\n{text}", path.display())
+            });
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// The C client, compiled once per test binary.
+pub fn c_client() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/section_client.c");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(dir).expect("create CARGO_TARGET_TMPDIR");
+        // Test binaries may run in parallel (nextest): each compiles to its own
+        // file and renames it into place, so no exec sees a half-written binary.
+        let tmp = dir.join(format!("section_client.{}.tmp", std::process::id()));
+        run_ok(
+            Command::new("cc")
+                .args(["-O2", "-Wall", "-Werror", "-o"])
+                .arg(&tmp)
+                .arg(&src),
+        );
+        let bin = dir.join("section_client");
+        fs::rename(&tmp, &bin)
+            .unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), bin.display()));
+        bin
+    })
+    .clone()
+}
+
+/// The Python client's script (run it with `python3`).
+pub fn py_client() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/section_client.py")
+}
+
+/// The two section clients; they share one command line (see the sources).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    C,
+    Python,
+}
+
+/// Both clients, for checks that run from each language.
+pub const CLIENTS: [Client; 2] = [Client::C, Client::Python];
+
+impl Client {
+    /// A command running this client, ready for its subcommand arguments.
+    pub fn command(self) -> Command {
+        match self {
+            Client::C => Command::new(c_client()),
+            Client::Python => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(py_client());
+                cmd
+            }
+        }
+    }
+
+    /// Runs the client with `args` and returns its output, whatever its status.
+    pub fn run<I, S>(self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command();
+        cmd.args(args);
+        cmd.output()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    }
+
+    /// Runs the client with `args`, requires success and returns its stdout.
+    pub fn ok<I, S>(self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_ok(self.command().args(args))
+    }
+}
+
+/// The errno of a failed client run, from its `error: <op>: ... (errno=<N>)` line.
+pub fn client_errno(out: &Output) -> Option<i32> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let start = stderr.rfind("(errno=")? + "(errno=".len();
+    let end = start + stderr[start..].find(')')?;
+    stderr[start..end].parse().ok()
+}
