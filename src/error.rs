@@ -28,8 +28,12 @@ pub enum Error {
     ReadOnly,
     /// The caller may not do this to a section it does not own.
     NotOwner,
-    /// A flag or argument this filesystem does not take (RENAME_EXCHANGE, fallocate modes).
+    /// A flag or argument this filesystem does not take (RENAME_EXCHANGE, RENAME_WHITEOUT).
     InvalidArgument,
+    /// A mode of fallocate that would take storage away (PUNCH_HOLE, ZERO_RANGE, ...).
+    ModeNotSupported,
+    /// A directory operation on something that is not a directory (only the root is one).
+    NotADirectory,
     /// Setting an extended attribute other than ours.
     XattrNotSupported,
     /// An extended attribute that does not exist.
@@ -65,6 +69,11 @@ impl Error {
             Error::ReadOnly => libc::EACCES,
             Error::NotOwner => libc::EPERM,
             Error::InvalidArgument => libc::EINVAL,
+            // fallocate(2)'s own answer for "mode not supported by the filesystem", and the
+            // kernel's for the modes it never sends (COLLAPSE_RANGE, INSERT_RANGE): tools
+            // (fallocate(1), qemu, cp) take it as "not here" and fall back.
+            Error::ModeNotSupported => libc::EOPNOTSUPP,
+            Error::NotADirectory => libc::ENOTDIR,
             Error::XattrNotSupported => libc::EOPNOTSUPP,
             Error::NoAttr => libc::ENODATA,
             Error::Range => libc::ERANGE,
@@ -107,6 +116,8 @@ impl fmt::Display for Error {
             Error::ReadOnly => "read-only",
             Error::NotOwner => "not the section's owner",
             Error::InvalidArgument => "argument not supported",
+            Error::ModeNotSupported => "fallocate mode not supported",
+            Error::NotADirectory => "not a directory",
             Error::XattrNotSupported => "only user.sectionfs.* attributes exist",
             Error::NoAttr => "no such attribute",
             Error::Range => "value larger than the buffer",

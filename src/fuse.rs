@@ -60,14 +60,29 @@ fn caller(req: &Request) -> Caller {
 }
 
 /// Logs a failed request once (refusals at debug, faults at warn) and gives its errno.
+/// A missing name or attribute is an answer, not a refusal: the kernel asks for names
+/// before every create and for security.* attributes before every write, so those stay
+/// quiet.
 fn errno(op: &str, what: &dyn std::fmt::Debug, e: &Error) -> Errno {
     let n = e.errno();
-    if e.is_refusal() {
-        log::debug!("{op} {what:?}: {e} (errno {n})");
-    } else {
-        log::warn!("{op} {what:?}: {e} (errno {n})");
+    match e {
+        Error::NotFound | Error::NoAttr => {}
+        e if e.is_refusal() => log::debug!("{op} {what:?}: {e} (errno {n})"),
+        e => log::warn!("{op} {what:?}: {e} (errno {n})"),
     }
     Errno::from_i32(n)
+}
+
+/// An inode as a log line shows it: by name, with its number.
+struct Inode(u64, Option<std::ffi::OsString>);
+
+impl std::fmt::Debug for Inode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.1 {
+            Some(name) => write!(f, "{name:?} (inode {})", self.0),
+            None => write!(f, "inode {}", self.0),
+        }
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -147,6 +162,11 @@ impl SectionFs {
     fn passthrough(&self) -> bool {
         self.model.io() == IoMode::Passthrough
     }
+
+    /// Names an inode for a log line.
+    fn inode(&self, ino: INodeNo) -> Inode {
+        Inode(ino.0, self.model.name_of(ino.0))
+    }
 }
 
 impl fuser::Filesystem for SectionFs {
@@ -185,7 +205,7 @@ impl fuser::Filesystem for SectionFs {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.model.attr(caller(req), ino.0) {
             Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
-            Err(e) => reply.error(errno("getattr", &ino.0, &e)),
+            Err(e) => reply.error(errno("getattr", &self.inode(ino), &e)),
         }
     }
 
@@ -217,7 +237,7 @@ impl fuser::Filesystem for SectionFs {
         };
         match self.model.set_attr(caller(req), ino.0, change) {
             Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
-            Err(e) => reply.error(errno("setattr", &(ino.0, change), &e)),
+            Err(e) => reply.error(errno("setattr", &(self.inode(ino), change), &e)),
         }
     }
 
@@ -256,9 +276,7 @@ impl fuser::Filesystem for SectionFs {
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         // There are no directories below the root.
-        let e = Errno::from_i32(libc::ENOTDIR);
-        log::debug!("rmdir {name:?}: not a directory");
-        reply.error(e);
+        reply.error(errno("rmdir", &name, &Error::NotADirectory));
     }
 
     fn symlink(
@@ -314,12 +332,12 @@ impl fuser::Filesystem for SectionFs {
             return match self.model.open_sidecar(who, ino.0, flags.0) {
                 // Direct I/O: the text's length is fixed only at open, and nobody maps it.
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                Err(e) => reply.error(errno("open sidecar", &ino.0, &e)),
+                Err(e) => reply.error(errno("open sidecar", &self.inode(ino), &e)),
             };
         }
         let opened = match self.model.open(who, ino.0, flags.0) {
             Ok(o) => o,
-            Err(e) => return reply.error(errno("open", &ino.0, &e)),
+            Err(e) => return reply.error(errno("open", &(self.inode(ino), flags), &e)),
         };
         let fh = FileHandle(opened.fh);
         if !self.passthrough() {
@@ -346,7 +364,7 @@ impl fuser::Filesystem for SectionFs {
     ) {
         match self.model.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &ino.0, &e)),
+            Err(e) => reply.error(errno("read", &self.inode(ino), &e)),
         }
     }
 
@@ -364,7 +382,7 @@ impl fuser::Filesystem for SectionFs {
     ) {
         match self.model.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", &(ino.0, offset, data.len()), &e)),
+            Err(e) => reply.error(errno("write", &(self.inode(ino), offset, data.len()), &e)),
         }
     }
 
@@ -396,7 +414,7 @@ impl fuser::Filesystem for SectionFs {
         }
         match self.model.release(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("release", &ino.0, &e)),
+            Err(e) => reply.error(errno("release", &self.inode(ino), &e)),
         }
     }
 
@@ -410,13 +428,13 @@ impl fuser::Filesystem for SectionFs {
     ) {
         match self.model.sync(fh.0, datasync) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &ino.0, &e)),
+            Err(e) => reply.error(errno("fsync", &self.inode(ino), &e)),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino != INodeNo::ROOT {
-            return reply.error(Errno::ENOTDIR);
+            return reply.error(errno("opendir", &self.inode(ino), &Error::NotADirectory));
         }
         reply.opened(FileHandle(self.model.open_dir()), FopenFlags::empty());
     }
@@ -431,7 +449,7 @@ impl fuser::Filesystem for SectionFs {
     ) {
         let entries = match self.model.read_dir(fh.0, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(errno("readdir", &ino.0, &e)),
+            Err(e) => return reply.error(errno("readdir", &self.inode(ino), &e)),
         };
         for (ino, kind, name, next) in entries {
             let kind = match kind {
@@ -488,7 +506,7 @@ impl fuser::Filesystem for SectionFs {
         } else {
             Error::XattrNotSupported
         };
-        reply.error(errno("setxattr", &(ino.0, name), &e));
+        reply.error(errno("setxattr", &(self.inode(ino), name), &e));
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -504,7 +522,7 @@ impl fuser::Filesystem for SectionFs {
         match value {
             Ok(v) => reply_xattr(reply, v.as_bytes(), size),
             Err(Error::NoAttr) => reply.error(Errno::from_i32(libc::ENODATA)),
-            Err(e) => reply.error(errno("getxattr", &(ino.0, name), &e)),
+            Err(e) => reply.error(errno("getxattr", &(self.inode(ino), name), &e)),
         }
     }
 
@@ -512,7 +530,7 @@ impl fuser::Filesystem for SectionFs {
         match self.model.facts(caller(req), ino.0) {
             Ok(f) => reply_xattr(reply, &f.xattr_names(), size),
             Err(Error::NoAttr) => reply_xattr(reply, b"", size),
-            Err(e) => reply.error(errno("listxattr", &ino.0, &e)),
+            Err(e) => reply.error(errno("listxattr", &self.inode(ino), &e)),
         }
     }
 
@@ -522,7 +540,7 @@ impl fuser::Filesystem for SectionFs {
         } else {
             Error::NoAttr
         };
-        reply.error(errno("removexattr", &(ino.0, name), &e));
+        reply.error(errno("removexattr", &(self.inode(ino), name), &e));
     }
 
     fn create(
@@ -591,11 +609,14 @@ impl fuser::Filesystem for SectionFs {
                 })
                 .map(|_| ()),
             (0, None) => Err(Error::TooBig),
-            _ => Err(Error::InvalidArgument),
+            _ => Err(Error::ModeNotSupported),
         };
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fallocate", &(ino.0, offset, length, mode), &e)),
+            Err(e) => {
+                let what = (self.inode(ino), offset, length, mode);
+                reply.error(errno("fallocate", &what, &e))
+            }
         }
     }
 }

@@ -227,6 +227,10 @@ impl Sections {
     /// Looks a name up; a section's entry counts as one kernel reference until forgotten.
     pub fn lookup(&self, caller: Caller, name: &OsStr) -> Result<Attr> {
         if let Some(stem) = name::sidecar_of(name) {
+            // The sidecar of a name too long to be a section is too long itself.
+            if stem.len() > name::MAX_NAME_LEN {
+                return Err(Error::NameTooLong);
+            }
             let section = self.by_name(stem)?;
             return self.sidecar_attr(&section, caller);
         }
@@ -241,6 +245,21 @@ impl Sections {
         }
         st.lookups += 1;
         Ok(attr)
+    }
+
+    /// The name an inode goes by (a sidecar's is `NAME.meta`), for log lines; `None` for
+    /// the root and for inodes the model no longer knows.
+    pub fn name_of(&self, ino: u64) -> Option<OsString> {
+        if ino == ROOT_INO {
+            return None;
+        }
+        let section = self.section(ino & !SIDECAR_BIT).ok()?;
+        let name = lock(&section.state).record.name.clone();
+        Some(if ino & SIDECAR_BIT != 0 {
+            name::sidecar_name(&name)
+        } else {
+            name
+        })
     }
 
     /// The kernel dropped `n` references to an inode.
