@@ -586,7 +586,7 @@ impl fuser::Filesystem for SectionFs {
 
     fn fallocate(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -594,21 +594,11 @@ impl fuser::Filesystem for SectionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        // Mode 0 is growth by another name; punching or collapsing would take storage
-        // (or size) away from a section, which never shrinks.
-        let result = match (mode, offset.checked_add(length)) {
-            (0, Some(end)) => self
-                .model
-                .attr(caller(req), ino.0)
-                .and_then(|a| {
-                    let change = AttrChange {
-                        size: Some(end.max(a.size)),
-                        ..Default::default()
-                    };
-                    self.model.set_attr(caller(req), ino.0, change)
-                })
-                .map(|_| ()),
-            (0, None) => Err(Error::TooBig),
+        // Mode 0 and KEEP_SIZE commit storage (and mode 0 grows); punching or collapsing
+        // would take storage (or size) away from a section, which never shrinks.
+        let result = match mode {
+            0 => self.model.allocate(ino.0, offset, length, false),
+            libc::FALLOC_FL_KEEP_SIZE => self.model.allocate(ino.0, offset, length, true),
             _ => Err(Error::ModeNotSupported),
         };
         match result {

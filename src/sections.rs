@@ -370,8 +370,9 @@ impl Sections {
 
     fn facts_of(&self, section: &Section, caller: Caller) -> Result<Facts> {
         let size = self.stat(section)?.st_size as u64;
+        let process = caller.process();
         let st = lock(&section.state);
-        let status = match st.by_process.get(&caller.process()) {
+        let status = match st.by_process.get(&process) {
             // A reader holding its own handle sees its own most recent open.
             Some(&(status, _)) => status,
             None => st.last_status,
@@ -399,14 +400,18 @@ impl Sections {
         flags: i32,
     ) -> Result<(Attr, Opened)> {
         name::validate(name)?;
+        // Read /proc before taking the namespace lock every create and unlink waits on.
+        let pid = caller.process();
         let mut names = lock(&self.names);
         if let Some(&id) = names.get(name) {
             if flags & libc::O_EXCL != 0 {
                 return Err(Error::Exists);
             }
-            drop(names);
+            // The namespace lock is held through the open: an unlink in between would
+            // otherwise turn this open-or-create into ENOENT.
             let section = self.section(id)?;
-            let opened = self.open_section(caller, &section, flags)?;
+            let opened = self.open_section(pid, &section, flags)?;
+            drop(names);
             lock(&section.state).lookups += 1;
             return Ok((self.section_attr(&section)?, opened));
         }
@@ -415,7 +420,7 @@ impl Sections {
             uid: caller.uid,
             gid: caller.gid,
             mode: mode & !umask & 0o7777,
-            creator_pid: caller.process(),
+            creator_pid: pid,
             created_at: SystemTime::now(),
             commit: self.options.commit,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
@@ -425,7 +430,6 @@ impl Sections {
         let mut state = SectionState::new(record, Status::Created, 1);
         state.file = Some(Arc::clone(&file));
         state.handles = 1;
-        let pid = caller.process();
         state.by_process.insert(pid, (Status::Created, 1));
         let section = Arc::new(Section {
             id,
@@ -457,11 +461,11 @@ impl Sections {
         if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
             return Err(Error::BadHandle);
         }
-        self.open_section(caller, &*self.section(ino)?, flags)
+        self.open_section(caller.process(), &*self.section(ino)?, flags)
     }
 
-    fn open_section(&self, caller: Caller, section: &Section, flags: i32) -> Result<Opened> {
-        let pid = caller.process();
+    /// Opens `section` for process `pid` (a thread group id).
+    fn open_section(&self, pid: u32, section: &Section, flags: i32) -> Result<Opened> {
         let mut st = lock(&section.state);
         if flags & libc::O_TRUNC != 0 {
             let size = match &st.file {
@@ -531,6 +535,11 @@ impl Sections {
             entry.1 -= 1;
             if entry.1 == 0 {
                 st.by_process.remove(&pid);
+                log::debug!(
+                    "section {ino}: process {pid} released its last handle; \
+                     {} processes tracked",
+                    st.by_process.len()
+                );
             }
         }
         if st.handles == 0 {
@@ -570,7 +579,10 @@ impl Sections {
     }
 
     /// Writes section data (cached mode). A write past the end grows the section, and
-    /// under eager commit allocates the growth first so it fails whole with ENOSPC.
+    /// under eager commit allocates the growth first, so it fails whole with ENOSPC and
+    /// leaves the size as it was. A write the store runs out of space for midway (lazy
+    /// commit) is short, as on any Linux file: what was written stays, the count says how
+    /// much.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let (ino, file) = match self.handles.get(&fh).as_deref() {
             Some(Handle::Section { ino, file, .. }) => (*ino, Arc::clone(file)),
@@ -584,8 +596,44 @@ impl Sections {
                 store::grow(&file, size, end, Commit::Eager)?;
             }
         }
-        file.write_all_at(data, offset)?;
-        Ok(data.len() as u32)
+        let mut done = 0;
+        while done < data.len() {
+            match file.write_at(&data[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if done == 0 => return Err(e.into()),
+                Err(_) => break,
+            }
+        }
+        Ok(done as u32)
+    }
+
+    /// fallocate mode 0 or KEEP_SIZE: allocates storage for `[offset, offset + len)` in any
+    /// commit mode (the SEC_RESERVE commit, VirtualAlloc MEM_COMMIT), then, unless
+    /// `keep_size`, grows the section to cover it. All or nothing: ENOSPC changes no size.
+    pub fn allocate(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> Result<()> {
+        if ino == ROOT_INO || ino & SIDECAR_BIT != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let end = offset.checked_add(len).ok_or(Error::TooBig)?;
+        if end > i64::MAX as u64 {
+            return Err(Error::TooBig);
+        }
+        let section = self.section(ino)?;
+        // Holding the state lock serializes this with every other growth of the section.
+        let st = lock(&section.state);
+        let file = match &st.file {
+            Some(f) => Arc::clone(f),
+            None if st.linked => Arc::new(self.store.open_file(section.id)?),
+            None => return Err(Error::NotFound),
+        };
+        store::commit_range(&file, offset, len)?;
+        if !keep_size {
+            let size = fstat(&file)?.st_size as u64;
+            store::grow(&file, size, end, Commit::Eager)?;
+        }
+        Ok(())
     }
 
     /// fsync of a section handle.
@@ -999,5 +1047,69 @@ mod tests {
             .collect();
         assert_eq!(names, [".", "..", "s", "s.meta"]);
         assert!(matches!(m.unlink(os("s.meta")), Err(Error::NotSupported)));
+    }
+
+    fn tracked(m: &Sections, ino: u64) -> usize {
+        lock(&m.section(ino).unwrap().state).by_process.len()
+    }
+
+    #[test]
+    fn per_process_answers_are_forgotten_with_the_last_handle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let (attr, a1) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        let a2 = m.open(A, attr.ino, libc::O_RDWR).unwrap();
+        let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
+        assert_eq!(tracked(&m, attr.ino), 2);
+        // A's own most recent open is its second one.
+        assert_eq!(m.facts(A, attr.ino).unwrap().status, Status::AlreadyExists);
+        m.release(a2.fh).unwrap();
+        assert_eq!(tracked(&m, attr.ino), 2, "A still holds a handle");
+        m.release(a1.fh).unwrap();
+        assert_eq!(tracked(&m, attr.ino), 1);
+        m.release(b.fh).unwrap();
+        assert_eq!(tracked(&m, attr.ino), 0);
+        // Many short-lived processes leave nothing behind.
+        for pid in 4_300_000..4_301_000 {
+            let c = Caller { pid, ..A };
+            let h = m.open(c, attr.ino, libc::O_RDONLY).unwrap();
+            m.release(h.fh).unwrap();
+        }
+        assert_eq!(tracked(&m, attr.ino), 0);
+        assert_eq!(m.facts(A, attr.ino).unwrap().open_handles, 0);
+    }
+
+    #[test]
+    fn a_thread_answers_for_its_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        // SAFETY: gettid has no preconditions.
+        let me = Caller {
+            pid: unsafe { libc::gettid() } as u32,
+            ..A
+        };
+        let (attr, h) = m.create(me, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let sibling = std::thread::spawn(move || {
+            // SAFETY: as above.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me.pid);
+        assert_eq!(thread_group(tid), std::process::id());
+        let sibling_caller = Caller { pid: tid, ..A };
+        // The sibling thread sees the answer this thread's open got, not B's.
+        assert_eq!(
+            m.facts(sibling_caller, attr.ino).unwrap().status,
+            Status::Created
+        );
+        assert_eq!(m.facts(B, attr.ino).unwrap().status, Status::AlreadyExists);
+        done_tx.send(()).unwrap();
+        sibling.join().unwrap();
+        m.release(h.fh).unwrap();
+        m.release(b.fh).unwrap();
     }
 }

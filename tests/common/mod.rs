@@ -476,6 +476,32 @@ pub fn c_client() -> PathBuf {
     .clone()
 }
 
+/// Another C program of `tests/clients/` (`stem` without `.c`), compiled once per test
+/// binary in the same way as [`c_client`].
+pub fn c_program(stem: &str) -> PathBuf {
+    static BINS: std::sync::Mutex<BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut bins = BINS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(bin) = bins.get(stem) {
+        return bin.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/clients/{stem}.c"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(dir).expect("create CARGO_TARGET_TMPDIR");
+    let tmp = dir.join(format!("{stem}.{}.tmp", std::process::id()));
+    run_ok(
+        Command::new("cc")
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&tmp)
+            .arg(&src),
+    );
+    let bin = dir.join(stem);
+    fs::rename(&tmp, &bin)
+        .unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), bin.display()));
+    bins.insert(stem.to_owned(), bin.clone());
+    bin
+}
+
 /// The Python client's script (run it with `python3`).
 pub fn py_client() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/section_client.py")
