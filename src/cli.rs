@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
     name = "sectionfs",
     version,
     about = "Windows named file mappings (sections) for Linux, as a FUSE filesystem",
+    override_usage = "sectionfs [-f] [-o OPT[,OPT...]] [STORE] MOUNTPOINT\n       \
+        sectionfs list [--json] MOUNTPOINT\n       \
+        mount -t fuse.sectionfs STORE MOUNTPOINT [-o OPT[,OPT...]]",
     after_help = "Options for -o (comma-separated, fstab style):\n  \
         allow_other              let every user reach the mount (needs root or user_allow_other)\n  \
         ro                       mount read-only\n  \
@@ -17,6 +20,8 @@ use std::path::{Path, PathBuf};
         passthrough=auto|on|off  data straight to the store (default auto: when the kernel allows)\n  \
         rw, dev, suid, exec, auto, nofail, ... are accepted and ignored, as mount(8) passes them.\n\n\
         Without STORE, sections live in /dev/shm/sectionfs-UID/MOUNTPOINT (tmpfs, private).\n\
+        Logging: with -f to stderr; in the background appended to STORE/daemon.log.\n\
+        List the sections of a mount: sectionfs list [--json] MOUNTPOINT\n\
         Unmount with: umount MOUNTPOINT"
 )]
 struct Args {
@@ -128,14 +133,59 @@ impl MountOptions {
                         _ => return Err(format!("-o passthrough={v}: expected auto, on or off")),
                     }
                 }
-                // systemd's and util-linux's own options (x-systemd.*, comment=...).
+                // systemd's and util-linux's own options (x-systemd.*, comment=...), and
+                // the names mount helpers set: sectionfs names its mount itself.
                 (k, _) if k.starts_with("x-") || k == "comment" => {}
+                ("subtype" | "fsname", Some(_)) => {}
                 (k, None) if IGNORED.contains(&k) => {}
                 _ => return Err(format!("unknown mount option: {opt}")),
             }
         }
         Ok(())
     }
+}
+
+/// `sectionfs list [--json] MOUNTPOINT`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "sectionfs list",
+    version,
+    about = "Print the sections of a mount: name, size, owner, mode, open handles, \
+             creation time, commit and io"
+)]
+pub struct ListArgs {
+    /// One JSON array of objects instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// A sectionfs mount point
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Mount(Config),
+    List(ListArgs),
+}
+
+/// Parses either form. `list` is recognised as the first argument before clap sees the
+/// mount form, whose first positional (STORE) is optional and would otherwise swallow
+/// it; a store directory named `list` is written `./list`.
+pub fn parse_command<I, T>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if args.get(1).is_some_and(|a| a == "list") {
+        let rest = std::iter::once(std::ffi::OsString::from("sectionfs list"))
+            .chain(args.into_iter().skip(2));
+        return ListArgs::try_parse_from(rest)
+            .map(Command::List)
+            .map_err(CliError::Clap);
+    }
+    parse(args).map(Command::Mount)
 }
 
 /// Parses the command line. `Err` carries clap's error (which also covers --help and
@@ -270,6 +320,37 @@ mod tests {
             parse(["sectionfs", "--help"]),
             Err(CliError::Clap(_))
         ));
+    }
+
+    #[test]
+    fn list_is_a_subcommand() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().to_str().unwrap();
+        match parse_command(["sectionfs", "list", "--json", mnt]).unwrap() {
+            Command::List(l) => {
+                assert!(l.json);
+                assert_eq!(l.mountpoint, Path::new(mnt));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_command(["sectionfs", "list"]),
+            Err(CliError::Clap(_))
+        ));
+        // A store named list, written as a path, is the mount form.
+        match parse_command(["sectionfs", "./list", mnt]).unwrap() {
+            Command::Mount(c) => assert!(c.store.ends_with("list")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mount_helper_names_are_accepted() {
+        let mut o = MountOptions::default();
+        o.apply("rw,allow_other,commit=lazy,dev,suid,subtype=sectionfs,fsname=/s")
+            .unwrap();
+        assert!(o.allow_other);
+        assert_eq!(o.commit, Commit::Lazy);
     }
 
     #[test]

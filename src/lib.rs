@@ -5,8 +5,10 @@
 //! See DESIGN.md for how the pieces fit.
 
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod fuse;
+pub mod list;
 pub mod meta;
 pub mod mount;
 pub mod name;

@@ -1,9 +1,10 @@
-use sectionfs::cli::{self, CliError};
+use sectionfs::cli::{self, CliError, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let config = match cli::parse(std::env::args_os()) {
-        Ok(c) => c,
+    let config = match cli::parse_command(std::env::args_os()) {
+        Ok(Command::Mount(c)) => c,
+        Ok(Command::List(args)) => return report(sectionfs::list::run(&args)),
         Err(CliError::Clap(e)) => e.exit(),
         Err(CliError::Msg(m)) => {
             eprintln!("sectionfs: {m}");
@@ -18,7 +19,12 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    match sectionfs::mount::run(config) {
+    report(sectionfs::mount::run(config))
+}
+
+/// Exit 0, or 1 after one line on stderr.
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sectionfs: {e}");

@@ -1,0 +1,248 @@
+//! `sectionfs list [--json] MOUNTPOINT`: the sections of a mount as a table (or JSON),
+//! read the way any client reads them: the directory, each `NAME.meta`, and `stat` for
+//! owner and mode. It never talks to the daemon otherwise.
+
+use crate::cli::ListArgs;
+use crate::client::Meta;
+use std::ffi::{CStr, OsString};
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// One section as listed.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The directory entry's name.
+    pub name: OsString,
+    pub meta: Meta,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (`0o7777` of `st_mode`).
+    pub mode: u32,
+}
+
+/// Prints the listing the arguments ask for.
+pub fn run(args: &ListArgs) -> Result<(), String> {
+    let rows = rows(&args.mountpoint).map_err(|e| format!("{}: {e}", args.mountpoint.display()))?;
+    let out = if args.json { json(&rows) } else { table(&rows) };
+    print!("{out}");
+    Ok(())
+}
+
+/// The sections under `mount`, sorted by name. A section removed while the listing runs
+/// is left out.
+pub fn rows(mount: &Path) -> io::Result<Vec<Row>> {
+    if !is_fuse_mount(mount)? {
+        return Err(io::Error::other("not a sectionfs mount"));
+    }
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(mount)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if crate::name::sidecar_of(&name).is_some() {
+            continue;
+        }
+        let path = entry.path();
+        let mut sidecar = path.clone().into_os_string();
+        sidecar.push(".meta");
+        let stat = std::fs::symlink_metadata(&path);
+        let meta = Meta::read(Path::new(&sidecar));
+        let (stat, meta) = match (stat, meta) {
+            (Ok(s), Ok(m)) => (s, m),
+            (Err(e), _) | (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => continue,
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        rows.push(Row {
+            name,
+            meta,
+            uid: stat.uid(),
+            gid: stat.gid(),
+            mode: stat.mode() & 0o7777,
+        });
+    }
+    rows.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(rows)
+}
+
+/// Whether `mount` is the root of a FUSE mount (sectionfs shows as `fuse`: fuser mounts
+/// without a subtype).
+fn is_fuse_mount(mount: &Path) -> io::Result<bool> {
+    let target = mount.canonicalize()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info.lines().any(|line| {
+        let Some((head, tail)) = line.split_once(" - ") else {
+            return false;
+        };
+        let point = head.split(' ').nth(4).map(crate::mount::unescape_mountinfo);
+        let fstype = tail.split(' ').next().unwrap_or("");
+        point.as_deref() == Some(target.as_os_str().as_bytes())
+            && (fstype == "fuse" || fstype.starts_with("fuse."))
+    }))
+}
+
+const HEADER: [&str; 8] = [
+    "NAME", "SIZE", "OWNER", "MODE", "HANDLES", "CREATED", "COMMIT", "IO",
+];
+
+/// A table with a header line and aligned columns; names are escaped to one line.
+pub fn table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                crate::name::escape(&r.name),
+                r.meta.size.to_string(),
+                user_name(r.uid),
+                format!("{:04o}", r.mode),
+                r.meta.open_handles.to_string(),
+                r.meta.created_at.clone(),
+                r.meta.commit.as_str().to_string(),
+                r.meta.io.as_str().to_string(),
+            ]
+        })
+        .collect();
+    let mut width = HEADER.map(str::len);
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADER.map(String::from);
+    for row in std::iter::once(&header).chain(&cells) {
+        let mut line = String::new();
+        for (i, (c, w)) in row.iter().zip(width).enumerate() {
+            // Numbers right-aligned, text left-aligned; no padding after the last column.
+            match i {
+                1 | 4 => write!(line, "{c:>w$}  "),
+                7 => write!(line, "{c}"),
+                _ => write!(line, "{c:<w$}  "),
+            }
+            .ok();
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A JSON array with one object per section, for scripts.
+pub fn json(rows: &[Row]) -> String {
+    let mut out = String::from("[");
+    for (i, r) in rows.iter().enumerate() {
+        let m = &r.meta;
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        write!(
+            out,
+            "{{\"name\": {}, \"size\": {}, \"owner\": {}, \"uid\": {}, \"gid\": {}, \
+             \"mode\": \"{:04o}\", \"open_handles\": {}, \"created_at\": {}, \
+             \"creator_pid\": {}, \"status\": \"{}\", \"commit\": \"{}\", \"io\": \"{}\"}}",
+            json_string(&crate::name::escape(&r.name)),
+            m.size,
+            json_string(&user_name(r.uid)),
+            r.uid,
+            r.gid,
+            r.mode,
+            m.open_handles,
+            json_string(&m.created_at),
+            m.creator_pid,
+            m.status.as_str(),
+            m.commit.as_str(),
+            m.io.as_str(),
+        )
+        .ok();
+    }
+    out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
+    out
+}
+
+/// A JSON string literal: quotes, backslashes and control characters escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                write!(out, "\\u{:04x}", c as u32).ok();
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The user's login name, or the number when the uid has no passwd entry.
+fn user_name(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: zeroed passwd is a valid out-buffer; buf outlives the use of `pw`'s strings.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the sizes given.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+        return uid.to_string();
+    }
+    // SAFETY: getpwuid_r filled pw_name with a NUL-terminated string inside buf.
+    unsafe { CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{IoMode, Status};
+    use crate::store::Commit;
+
+    fn row(name: &str, size: u64) -> Row {
+        Row {
+            name: name.into(),
+            meta: Meta {
+                name: name.into(),
+                size,
+                status: Status::Created,
+                creator_pid: 42,
+                created_at: "2026-11-22T10:00:00Z".into(),
+                open_handles: 1,
+                io: IoMode::Passthrough,
+                commit: Commit::Eager,
+            },
+            uid: 0,
+            gid: 0,
+            mode: 0o600,
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&[row("Frame", 1048576), row("a b\n", 7)]);
+        assert_eq!(
+            t,
+            "NAME      SIZE  OWNER  MODE  HANDLES  CREATED               COMMIT  IO\n\
+             Frame  1048576  root   0600        1  2026-11-22T10:00:00Z  eager   passthrough\n\
+             a b\\n        7  root   0600        1  2026-11-22T10:00:00Z  eager   passthrough\n"
+        );
+    }
+
+    #[test]
+    fn json_escapes_strings() {
+        assert_eq!(json_string("a\"b\\c\u{1}"), "\"a\\\"b\\\\c\\u0001\"");
+        assert_eq!(json(&[]), "[]\n");
+        let j = json(&[row("x\"y", 3)]);
+        assert!(j.contains("\"name\": \"x\\\"y\""), "{j}");
+        assert!(j.contains("\"mode\": \"0600\""), "{j}");
+        assert!(j.contains("\"status\": \"created\""), "{j}");
+    }
+
+    #[test]
+    fn unknown_uids_print_as_numbers() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(3_999_999_999), "3999999999");
+    }
+}
