@@ -246,11 +246,22 @@ impl Store {
         }
         self.next_id.store(max_id + 1, Ordering::Relaxed);
 
-        scan.sections
-            .sort_by(|a, b| (&a.record.name, b.record.seq).cmp(&(&b.record.name, a.record.seq)));
+        // By name, then newest first; of equal seqs the lower (older) id first.
+        scan.sections.sort_by(|a, b| {
+            (&a.record.name, b.record.seq, a.id).cmp(&(&b.record.name, a.record.seq, b.id))
+        });
         let mut kept: Vec<Found> = Vec::with_capacity(scan.sections.len());
+        let mut copies = Vec::new();
         for f in scan.sections.drain(..) {
             match kept.last() {
+                // No rename gives two records one seq: this is a copy (or a second link)
+                // of a section file, not a crash to repair. Keep the first, touch neither.
+                Some(winner)
+                    if winner.record.name == f.record.name && winner.record.seq == f.record.seq =>
+                {
+                    let why = format!("holds the same record as {} (a copy?)", id_name(winner.id));
+                    copies.push((id_name(f.id).into(), why));
+                }
                 Some(winner) if winner.record.name == f.record.name => {
                     log::warn!(
                         "store: {} and {} both hold {:?}: keeping the newer rename, removing {}",
@@ -267,6 +278,9 @@ impl Store {
             }
         }
         scan.sections = kept;
+        for (fname, why) in copies {
+            self.damaged(&mut scan, fname, why);
+        }
         Ok(scan)
     }
 
@@ -279,6 +293,12 @@ impl Store {
     }
 
     fn read_record(&self, id: u64) -> std::result::Result<Record, String> {
+        // Look before opening: opening a fifo, a socket or a device found in the store
+        // could block, fail oddly or act on the device; a symlink is refused by O_NOFOLLOW.
+        let st = self.stat(id).map_err(|e| format!("cannot stat: {e}"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(format!("not a regular file ({})", file_type(st.st_mode)));
+        }
         let file = self
             .open_file(id)
             .map_err(|e| format!("cannot open: {e}"))?;
@@ -633,6 +653,19 @@ fn check_xattrs(dir: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// What kind of file a `st_mode` describes, for the log.
+fn file_type(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFIFO => "a fifo",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "an unknown kind of file",
+    }
+}
+
 fn id_cstring(id: u64) -> CString {
     // A hex number never holds a NUL.
     CString::new(format!("{id:016x}")).unwrap_or_default()
@@ -727,6 +760,58 @@ mod tests {
         assert_eq!(scan.sections.len(), 1);
         assert_eq!(scan.sections[0].id, new);
         assert!(store.stat(old).is_err());
+    }
+
+    #[test]
+    fn a_copied_section_file_is_left_aside_not_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (id, _) = store.create(&record("n", 3)).unwrap();
+        let sections = tmp.path().join("sections");
+        let copy = sections.join(id_name(id + 7));
+        std::fs::copy(sections.join(id_name(id)), &copy).unwrap();
+        let rec = record("n", 3).encode();
+        let c = CString::new(copy.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated path and name, buffer valid for its length.
+        let rc = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                RECORD_XATTR.as_ptr().cast(),
+                rec.as_ptr().cast(),
+                rec.len(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0);
+        let scan = store.scan().unwrap();
+        assert_eq!(scan.sections.len(), 1);
+        assert_eq!(scan.sections[0].id, id, "the older id is kept");
+        assert_eq!(scan.damaged.len(), 1);
+        assert!(copy.exists(), "a copy is left untouched");
+    }
+
+    #[test]
+    fn odd_file_types_are_left_aside_without_opening_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let sections = tmp.path().join("sections");
+        let fifo = CString::new(sections.join(id_name(9)).as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::create_dir(sections.join(id_name(10))).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", sections.join(id_name(11))).unwrap();
+        let scan = store.scan().unwrap();
+        assert!(scan.sections.is_empty());
+        let mut why: Vec<_> = scan.damaged.iter().map(|d| d.1.as_str()).collect();
+        why.sort_unstable();
+        assert_eq!(
+            why,
+            [
+                "not a regular file (a directory)",
+                "not a regular file (a fifo)",
+                "not a regular file (a symlink)"
+            ]
+        );
     }
 
     #[test]

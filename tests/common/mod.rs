@@ -559,3 +559,102 @@ pub fn client_errno(out: &Output) -> Option<i32> {
     let end = start + stderr[start..].find(')')?;
     stderr[start..end].parse().ok()
 }
+
+/// A child process holding a `MAP_SHARED` view of a section (`crash_writer hold`), driven
+/// line by line: it outlives daemons and mounts as a real program's view would.
+pub struct ViewHolder {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: io::BufReader<std::process::ChildStdout>,
+}
+
+impl ViewHolder {
+    /// Opens `path` (creating it), grows it to `size` if smaller and maps `size` bytes.
+    pub fn start(path: &Path, size: u64) -> ViewHolder {
+        let mut child = Command::new(c_program("crash_writer"))
+            .arg("hold")
+            .arg(path)
+            .arg(size.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn crash_writer hold");
+        let stdin = child.stdin.take();
+        let stdout = io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut holder = ViewHolder {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = holder.line();
+        assert_eq!(ready, "ready", "crash_writer hold {}", path.display());
+        holder
+    }
+
+    /// Sends one command (`fill BYTE`, `check BYTE`, `close`) and returns the answer line.
+    pub fn say(&mut self, cmd: &str) -> String {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("holder still has its stdin");
+        writeln!(stdin, "{cmd}").expect("send to the view holder");
+        stdin.flush().expect("send to the view holder");
+        self.line()
+    }
+
+    /// Closes its input: it unmaps and exits. Returns its status and stderr.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        use std::io::Read;
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait for the view holder");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = self.child.wait().expect("wait for the view holder");
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the view holder ended with {status}: {err}");
+        }
+        line.trim_end().to_owned()
+    }
+}
+
+impl Drop for ViewHolder {
+    fn drop(&mut self) {
+        // Our own child only, and only if it was not reaped yet.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// zlib's crc32 (IEEE, reflected), as the test clients compute it. Table-driven: the
+/// tests run unoptimized and check megabytes.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = (c >> 1) ^ (0xedb8_8320 & 0u32.wrapping_sub(c & 1));
+            }
+            *e = c;
+        }
+        t
+    });
+    !bytes.iter().fold(!0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
+}
