@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
         ro                       mount read-only\n  \
         commit=eager|lazy        SEC_COMMIT (default: growth allocates or fails ENOSPC) or SEC_RESERVE\n  \
         passthrough=auto|on|off  data straight to the store (default auto: when the kernel allows)\n  \
+        user_quota=SIZE          cap each user's total section size (e.g. 64m; k/m/g/t suffixes)\n  \
         rw, dev, suid, exec, auto, nofail, ... are accepted and ignored, as mount(8) passes them.\n\n\
         Without STORE, sections live in /dev/shm/sectionfs-UID/MOUNTPOINT (tmpfs, private).\n\
         Logging: with -f to stderr; in the background appended to STORE/daemon.log.\n\
@@ -70,6 +71,8 @@ pub struct MountOptions {
     pub read_only: bool,
     pub commit: Commit,
     pub passthrough: Passthrough,
+    /// The most bytes of sections one uid may own; `None`: no cap.
+    pub user_quota: Option<u64>,
 }
 
 impl Default for MountOptions {
@@ -79,6 +82,7 @@ impl Default for MountOptions {
             read_only: false,
             commit: Commit::Eager,
             passthrough: Passthrough::Auto,
+            user_quota: None,
         }
     }
 }
@@ -132,6 +136,11 @@ impl MountOptions {
                         "off" => Passthrough::Off,
                         _ => return Err(format!("-o passthrough={v}: expected auto, on or off")),
                     }
+                }
+                ("user_quota", Some(v)) => {
+                    self.user_quota = Some(crate::quota::parse_size(v).ok_or_else(|| {
+                        format!("-o user_quota={v}: expected a size such as 1048576 or 64m")
+                    })?)
                 }
                 // systemd's and util-linux's own options (x-systemd.*, comment=...), and
                 // the names mount helpers set: sectionfs names its mount itself.
@@ -282,6 +291,9 @@ mod tests {
         assert_eq!(o.passthrough, Passthrough::Off);
         o.apply("ro").unwrap();
         assert!(o.read_only);
+        assert_eq!(o.user_quota, None);
+        o.apply("user_quota=16m").unwrap();
+        assert_eq!(o.user_quota, Some(16 << 20));
     }
 
     #[test]
@@ -295,6 +307,8 @@ mod tests {
         );
         assert!(o.apply("passthrough").unwrap_err().contains("passthrough"));
         assert!(o.apply("allow_other=1").is_err());
+        assert!(o.apply("user_quota=lots").unwrap_err().contains("lots"));
+        assert!(o.apply("user_quota").is_err());
         assert_eq!(
             o,
             MountOptions::default(),

@@ -22,6 +22,8 @@ pub enum Error {
     TooBig,
     /// The store cannot hold the growth (eager commit) or the write.
     NoSpace,
+    /// The growth would take the owner's sections past `-o user_quota`.
+    QuotaExceeded,
     /// An operation this filesystem does not offer (mkdir, links, device nodes, ...).
     NotSupported,
     /// The sidecar and its attributes are read-only.
@@ -63,6 +65,9 @@ impl Error {
             Error::Shrink => libc::EPERM,
             Error::TooBig => libc::EFBIG,
             Error::NoSpace => libc::ENOSPC,
+            // Not EDQUOT: to its owner a capped store is a full one, and programs (and the
+            // contract, like SEC_COMMIT's ERROR_DISK_FULL) handle ENOSPC.
+            Error::QuotaExceeded => libc::ENOSPC,
             // EPERM, as for mkdir/link on a filesystem that does not offer them (vfat, procfs).
             Error::NotSupported => libc::EPERM,
             // The sidecar is a view of state, like a file in /proc: writing it is EACCES.
@@ -112,6 +117,7 @@ impl fmt::Display for Error {
             Error::Shrink => "a section never shrinks",
             Error::TooBig => "size beyond the maximum",
             Error::NoSpace => "the store is full",
+            Error::QuotaExceeded => "the owner's user_quota is used up",
             Error::NotSupported => "operation not offered by sectionfs",
             Error::ReadOnly => "read-only",
             Error::NotOwner => "not the section's owner",

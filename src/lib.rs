@@ -12,5 +12,6 @@ pub mod list;
 pub mod meta;
 pub mod mount;
 pub mod name;
+pub mod quota;
 pub mod sections;
 pub mod store;

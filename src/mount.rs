@@ -7,7 +7,7 @@ use crate::meta::IoMode;
 use crate::sections::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
@@ -31,6 +31,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let options = Options {
         commit: config.options.commit,
         owner,
+        user_quota: config.options.user_quota,
     };
     let model = Arc::new(
         Sections::load(store, options)
@@ -122,7 +123,7 @@ fn mount_and_run(
     // Signals go to one thread that unmounts; block them before any thread is started.
     let signals = block_signals();
     let session = fuser::Session::new(fs, mnt, &fuse_config)
-        .map_err(|e| format!("cannot mount {}: {e}", mnt.display()))?;
+        .map_err(|e| format!("cannot mount {}: {}", mnt.display(), mount_error(e)))?;
 
     let io = if want {
         match probe_passthrough(session.as_fd().as_raw_fd(), model.store().dir_fd()) {
@@ -171,6 +172,25 @@ fn mount_and_run(
         .map_err(|e| format!("session ended with an error: {e}"))?;
     log::info!("unmounted {}", mnt.display());
     Ok(())
+}
+
+/// Explains the one failure an unprivileged user cannot read from the errno alone.
+fn mount_error(e: io::Error) -> String {
+    // SAFETY: geteuid has no preconditions; access reads a NUL-terminated path.
+    let (euid, open) = unsafe {
+        (
+            libc::geteuid(),
+            libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) == 0,
+        )
+    };
+    if e.kind() == io::ErrorKind::PermissionDenied && euid != 0 && !open {
+        // fusermount3 too opens the device as the calling user: its mode is the policy.
+        return format!(
+            "{e}: /dev/fuse is not open to uid {euid}, so this machine does not let \
+             users mount FUSE (Debian's default mode for it is 0666)"
+        );
+    }
+    e.to_string()
 }
 
 /// The source column of /proc/mounts: the store path, unless it holds characters that
@@ -251,17 +271,43 @@ fn spawn_signal_thread(set: libc::sigset_t, mnt: CString) {
                 return;
             }
             log::info!("signal {sig}: unmounting {:?}", mnt);
-            // SAFETY: NUL-terminated path.
-            if unsafe { libc::umount2(mnt.as_ptr(), 0) } != 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = unmount(&mnt, false) {
                 log::info!("umount: {e}; detaching lazily");
-                // SAFETY: as above.
-                unsafe { libc::umount2(mnt.as_ptr(), libc::MNT_DETACH) };
+                if let Err(e) = unmount(&mnt, true) {
+                    log::warn!("umount -l: {e}");
+                }
             }
         });
     if let Err(e) = spawned {
         log::warn!("no signal thread ({e}): SIGTERM will not unmount");
     }
+}
+
+/// Unmounts through umount(2), or through fusermount3 when that is refused (a user's mount).
+fn unmount(mnt: &CString, lazy: bool) -> io::Result<()> {
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: NUL-terminated path.
+    if unsafe { libc::umount2(mnt.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EPERM) {
+        return Err(e);
+    }
+    // A user's own FUSE mount: only the setuid helper (Debian package fuse3) may unmount it.
+    let out = std::process::Command::new("fusermount3")
+        .arg(if lazy { "-uz" } else { "-u" })
+        .arg("--")
+        .arg(OsStr::from_bytes(mnt.as_bytes()))
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "fusermount3 -u: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// The background daemon: its own session, stdin/stdout on /dev/null, and its log

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::meta::{Facts, IoMode, Status};
 use crate::name;
+use crate::quota::Quota;
 use crate::store::{self, Commit, Record, Store};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -118,6 +119,9 @@ struct SectionState {
     /// Per process (thread group) holding handles: its most recent answer and how many
     /// handles it holds. Entries go when their last handle is released.
     by_process: HashMap<u32, (Status, u32)>,
+    /// The size counted against `record.uid` under `-o user_quota` (always 0 without one):
+    /// the size last seen while the section holds storage, 0 once unlinked and closed.
+    counted: u64,
 }
 
 /// Mount-wide choices the model needs.
@@ -127,11 +131,14 @@ pub struct Options {
     pub commit: Commit,
     /// Uid and gid of the root directory (the mounting user).
     pub owner: (u32, u32),
+    /// `-o user_quota`: the most bytes of sections one uid may own.
+    pub user_quota: Option<u64>,
 }
 
 pub struct Sections {
     store: Store,
     options: Options,
+    quota: Quota,
     passthrough: AtomicBool,
     /// Name -> id. Lock order: `names` before any section's `state`.
     names: Mutex<HashMap<OsString, u64>>,
@@ -159,12 +166,18 @@ impl Sections {
             .unwrap_or(0);
         let mut names = HashMap::with_capacity(scan.sections.len());
         let inodes = DashMap::with_capacity(scan.sections.len());
+        let quota = Quota::new(options.user_quota);
         for f in scan.sections {
             names.insert(f.record.name.clone(), f.id);
+            let mut state = SectionState::new(f.record, Status::Created, 0);
+            if quota.enabled() {
+                let size = store.stat(f.id).map(|s| s.st_size as u64).unwrap_or(0);
+                quota.recount(state.record.uid, &mut state.counted, size);
+            }
             let section = Section {
                 id: f.id,
-                commit: f.record.commit,
-                state: Mutex::new(SectionState::new(f.record, Status::Created, 0)),
+                commit: state.record.commit,
+                state: Mutex::new(state),
             };
             inodes.insert(f.id, Arc::new(section));
         }
@@ -177,6 +190,7 @@ impl Sections {
         Ok(Sections {
             store,
             options,
+            quota,
             passthrough: AtomicBool::new(false),
             names: Mutex::new(names),
             inodes,
@@ -325,7 +339,9 @@ impl Sections {
 
     fn section_attr(&self, section: &Section) -> Result<Attr> {
         let stat = self.stat(section)?;
-        let st = lock(&section.state);
+        let mut st = lock(&section.state);
+        // Catches growth the daemon did not see happen (passthrough writes past the end).
+        self.account(&mut st, stat.st_size as u64);
         Ok(Attr {
             ino: section.id,
             kind: Kind::File,
@@ -543,6 +559,13 @@ impl Sections {
             }
         }
         if st.handles == 0 {
+            // The last chance to see growth the daemon did not serve (passthrough writes);
+            // an unlinked section's storage goes now, and its count with it.
+            let size = match &st.file {
+                Some(f) if st.linked => fstat(f).map(|s| s.st_size as u64).unwrap_or(st.counted),
+                _ => 0,
+            };
+            self.account(&mut st, size);
             st.file = None;
         }
         self.drop_if_gone(&section, &st);
@@ -590,10 +613,25 @@ impl Sections {
             _ => return Err(Error::BadHandle),
         };
         let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
-        if self.section(ino)?.commit == Commit::Eager {
+        let section = self.section(ino)?;
+        let eager = section.commit == Commit::Eager;
+        // With a quota, the state lock is held through a growing write, so that what is
+        // counted and what is written agree when it ends.
+        let mut growing = None;
+        if (eager || self.quota.enabled()) && end > fstat(&file)?.st_size as u64 {
+            // The state lock serializes this with every other growth of the section.
+            let mut st = lock(&section.state);
             let size = fstat(&file)?.st_size as u64;
             if end > size {
-                store::grow(&file, size, end, Commit::Eager)?;
+                self.account(&mut st, size);
+                self.charge(&mut st, end)?;
+                if eager && let Err(e) = store::grow(&file, size, end, Commit::Eager) {
+                    self.account(&mut st, size);
+                    return Err(e);
+                }
+            }
+            if self.quota.enabled() {
+                growing = Some(st);
             }
         }
         let mut done = 0;
@@ -602,9 +640,20 @@ impl Sections {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if done == 0 => return Err(e.into()),
+                Err(e) if done == 0 => {
+                    if let Some(mut st) = growing {
+                        let size = fstat(&file).map(|s| s.st_size as u64).unwrap_or(0);
+                        self.account(&mut st, size);
+                    }
+                    return Err(e.into());
+                }
                 Err(_) => break,
             }
+        }
+        if let Some(mut st) = growing
+            && let Ok(stat) = fstat(&file)
+        {
+            self.account(&mut st, stat.st_size as u64);
         }
         Ok(done as u32)
     }
@@ -622,18 +671,33 @@ impl Sections {
         }
         let section = self.section(ino)?;
         // Holding the state lock serializes this with every other growth of the section.
-        let st = lock(&section.state);
+        let mut st = lock(&section.state);
         let file = match &st.file {
             Some(f) => Arc::clone(f),
             None if st.linked => Arc::new(self.store.open_file(section.id)?),
             None => return Err(Error::NotFound),
         };
-        store::commit_range(&file, offset, len)?;
-        if !keep_size {
-            let size = fstat(&file)?.st_size as u64;
-            store::grow(&file, size, end, Commit::Eager)?;
+        let size = fstat(&file)?.st_size as u64;
+        if end > size && self.quota.enabled() {
+            // The quota counts sizes: storage kept past the end would escape it.
+            if keep_size {
+                return Err(Error::QuotaExceeded);
+            }
+            self.account(&mut st, size);
+            self.charge(&mut st, end)?;
         }
-        Ok(())
+        let grown = store::commit_range(&file, offset, len).and_then(|()| {
+            if keep_size {
+                return Ok(());
+            }
+            let size = fstat(&file)?.st_size as u64;
+            store::grow(&file, size, end, Commit::Eager)
+        });
+        if grown.is_err() {
+            let now = fstat(&file).map(|s| s.st_size as u64).unwrap_or(size);
+            self.account(&mut st, now);
+        }
+        grown
     }
 
     /// fsync of a section handle.
@@ -676,8 +740,14 @@ impl Sections {
             if size > i64::MAX as u64 {
                 return Err(Error::TooBig);
             }
+            self.account(&mut st, current);
+            self.charge(&mut st, size)?;
             // Holding the state lock serializes growth of this section.
-            store::grow(&file, current, size, section.commit)?;
+            if let Err(e) = store::grow(&file, current, size, section.commit) {
+                let now = fstat(&file).map(|s| s.st_size as u64).unwrap_or(current);
+                self.account(&mut st, now);
+                return Err(e);
+            }
         }
         if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
             let mut record = st.record.clone();
@@ -689,6 +759,8 @@ impl Sections {
             if st.linked {
                 self.store.write_record(section.id, &record)?;
             }
+            // The section's bytes go with it to its new owner.
+            self.quota.transfer(st.record.uid, record.uid, st.counted);
             st.record = record;
         }
         if change.atime.is_some() || change.mtime.is_some() {
@@ -740,8 +812,31 @@ impl Sections {
         if let Ok(section) = self.section(id) {
             let mut st = lock(&section.state);
             st.linked = false;
+            if st.handles == 0 {
+                self.account(&mut st, 0);
+            }
             self.drop_if_gone(&section, &st);
         }
+    }
+
+    /// Keeps `user_quota`'s count of a section right: `size` while it holds storage
+    /// (linked, or open), nothing after.
+    fn account(&self, st: &mut SectionState, size: u64) {
+        let size = if st.linked || st.handles > 0 { size } else { 0 };
+        let uid = st.record.uid;
+        self.quota.recount(uid, &mut st.counted, size);
+    }
+
+    /// Counts a growth to `size` against the owner's quota before it happens: ENOSPC,
+    /// with nothing changed, when that would pass `user_quota`.
+    fn charge(&self, st: &mut SectionState, size: u64) -> Result<()> {
+        let uid = st.record.uid;
+        self.quota.charge(uid, &mut st.counted, size)
+    }
+
+    /// Bytes of sections counted against `uid` under `-o user_quota` (0 without one).
+    pub fn quota_used(&self, uid: u32) -> u64 {
+        self.quota.used(uid)
     }
 
     /// Renames a section, replacing any section at `new` unless `noreplace`.
@@ -842,6 +937,7 @@ impl SectionState {
             handles: 0,
             last_status,
             by_process: HashMap::new(),
+            counted: 0,
         }
     }
 }
@@ -900,6 +996,7 @@ mod tests {
             Options {
                 commit: Commit::Eager,
                 owner: (0, 0),
+                user_quota: None,
             },
         )
         .unwrap()
@@ -1111,5 +1208,94 @@ mod tests {
         sibling.join().unwrap();
         m.release(h.fh).unwrap();
         m.release(b.fh).unwrap();
+    }
+
+    fn model_with_quota(dir: &std::path::Path, commit: Commit, quota: u64) -> Sections {
+        let store = Store::open(dir).unwrap();
+        let options = Options {
+            commit,
+            owner: (0, 0),
+            user_quota: Some(quota),
+        };
+        Sections::load(store, options).unwrap()
+    }
+
+    #[test]
+    fn user_quota_caps_each_owner_and_follows_the_bytes() {
+        let grow = |size| AttrChange {
+            size: Some(size),
+            ..Default::default()
+        };
+        let c = Caller {
+            uid: 1001,
+            gid: 1001,
+            pid: 4_200_009,
+        };
+        for commit in [Commit::Eager, Commit::Lazy] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (a_ino, b_ino) = {
+                let m = model_with_quota(tmp.path(), commit, 10_000);
+                let (a, ha) = m.create(A, os("a"), 0o600, 0, libc::O_RDWR).unwrap();
+                let (b, hb) = m.create(A, os("b"), 0o600, 0, libc::O_RDWR).unwrap();
+                m.set_attr(A, a.ino, grow(6_000)).unwrap();
+                m.set_attr(A, b.ino, grow(4_000)).unwrap();
+                assert_eq!(m.quota_used(1000), 10_000);
+                // One byte more, by truncate or by a write past the end: refused, unchanged.
+                assert!(matches!(
+                    m.set_attr(A, b.ino, grow(4_001)),
+                    Err(Error::QuotaExceeded)
+                ));
+                assert!(matches!(
+                    m.write(hb.fh, 4_000, b"x"),
+                    Err(Error::QuotaExceeded)
+                ));
+                assert_eq!(m.attr(A, b.ino).unwrap().size, 4_000);
+                // Writes inside the size cost nothing.
+                m.write(hb.fh, 0, b"inside").unwrap();
+                // Another user has its own quota.
+                let (cs, _) = m.create(c, os("c"), 0o600, 0, libc::O_RDWR).unwrap();
+                m.set_attr(c, cs.ino, grow(10_000)).unwrap();
+                // An unlinked section counts until its last handle goes.
+                m.unlink(os("a")).unwrap();
+                assert_eq!(m.quota_used(1000), 10_000);
+                m.release(ha.fh).unwrap();
+                assert_eq!(m.quota_used(1000), 4_000);
+                m.write(hb.fh, 9_000, b"0123456789").unwrap();
+                assert_eq!(m.quota_used(1000), 9_010);
+                m.release(hb.fh).unwrap();
+                // chown (root's) moves the bytes to the new owner, over its quota or not.
+                let to_c = AttrChange {
+                    uid: Some(1001),
+                    gid: Some(1001),
+                    ..Default::default()
+                };
+                m.set_attr(A, b.ino, to_c).unwrap();
+                assert_eq!((m.quota_used(1000), m.quota_used(1001)), (0, 19_010));
+                m.set_attr(
+                    A,
+                    b.ino,
+                    AttrChange {
+                        uid: Some(1000),
+                        gid: Some(1000),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                (a.ino, b.ino)
+            };
+            assert!(a_ino != b_ino);
+            // A restart counts the store again.
+            let m = model_with_quota(tmp.path(), commit, 10_000);
+            assert_eq!((m.quota_used(1000), m.quota_used(1001)), (9_010, 10_000));
+            assert!(matches!(
+                m.set_attr(A, b_ino, grow(10_001)),
+                Err(Error::QuotaExceeded)
+            ));
+            // A rename over a section frees the replaced one's bytes.
+            let (d, _) = m.create(A, os("d"), 0o600, 0, libc::O_RDWR).unwrap();
+            m.set_attr(A, d.ino, grow(990)).unwrap();
+            m.rename(os("d"), os("b"), false).unwrap();
+            assert_eq!(m.quota_used(1000), 990);
+        }
     }
 }

@@ -1,0 +1,452 @@
+//! The permission model (SECTIONS.md "Security", DESIGN.md "Security model"), checked with
+//! real unprivileged users: A (uid 1000) and B (uid 1001) act through `setpriv` and the
+//! `perm_probe` client on a mount made by root with allow_other, in both data modes.
+//! Each probe answers "ok ..." or the errno's name.
+
+mod common;
+mod users;
+
+use common::Mount;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use users::{A, B, ROOT};
+
+/// A root mount every user may enter, like /dev/shm.
+fn shared_mount(opts: &str) -> Mount {
+    let m = Mount::new(&format!("allow_other,{opts}"));
+    users::share(&m);
+    m
+}
+
+#[test]
+fn a_private_section_is_closed_to_other_users() {
+    if !common::require_fuse() {
+        return;
+    }
+    for mode in common::modes() {
+        let m = shared_mount(mode);
+        let s = m.section("secret");
+        assert_eq!(A.on("open", &s, &["bc", "600", "0"]), "ok status=created");
+        assert_eq!(A.on("pwrite", &s, &["0", "6"]), "ok 6");
+
+        // B can neither use it nor learn what its sidecar says.
+        for (op, more, want) in [
+            ("read", &[][..], "EACCES"),
+            ("write", &[], "EACCES"),
+            ("open", &["b"], "EACCES"),
+            ("open", &["bc", "666"], "EACCES"),
+            ("open", &["rc", "666"], "EACCES"),
+            ("open", &["bcx"], "EEXIST"),
+            ("mapr", &[], "EACCES"),
+            ("mapw", &[], "EACCES"),
+            ("truncate", &["8192"], "EACCES"),
+            ("utime-now", &[], "EACCES"),
+            ("utime-set", &[], "EPERM"),
+            ("getxattr", &["user.sectionfs.size"], "EACCES"),
+            ("getxattr", &["user.sectionfs.creator_pid"], "EACCES"),
+            ("unlink", &[], "EPERM"),
+            ("chmod", &["666"], "EPERM"),
+            ("chown", &["1001", "1001"], "EPERM"),
+        ] {
+            assert_eq!(B.on(op, &s, more), want, "{mode}: B {op} {more:?}");
+        }
+        let meta = m.section("secret.meta");
+        assert_eq!(B.on("cat", &meta, &[]), "EACCES", "{mode}");
+        let side = B.on("stat", &meta, &[]);
+        assert!(side.starts_with("ok mode=400 uid=1000 gid=1000 "), "{side}");
+        // listxattr is not a read of the file (the kernel never checks it): it tells only
+        // the fixed names every section has.
+        assert_eq!(B.on("listxattr", &s, &[]), "ok 8", "{mode}");
+
+        // Nor take its name: rename it away, or rename a section of its own onto it.
+        let stolen = m.section("stolen");
+        assert_eq!(B.on("rename", &s, &[stolen.to_str().unwrap()]), "EPERM");
+        let mine = m.section("mine");
+        assert_eq!(B.on("open", &mine, &["bc"]), "ok status=created");
+        assert_eq!(B.on("rename", &mine, &[s.to_str().unwrap()]), "EPERM");
+        assert_eq!(
+            B.on("stat", &mine, &[]),
+            "ok mode=644 uid=1001 gid=1001 size=0"
+        );
+        assert_eq!(
+            A.on("unlink", &mine, &[]),
+            "EPERM",
+            "sticky works both ways"
+        );
+
+        // Its owner may chmod it but not give it away; root may do both.
+        assert_eq!(A.on("chown", &s, &["1001", "1001"]), "EPERM");
+        assert_eq!(
+            A.on("chown", &s, &["1000", "0"]),
+            "EPERM",
+            "A is not in group 0"
+        );
+        assert_eq!(A.on("chmod", &s, &["640"]), "ok");
+        assert_eq!(ROOT.on("chown", &s, &["1001", "1001"]), "ok");
+        assert_eq!(B.on("read", &s, &[]), "ok 6", "{mode}: B owns it now");
+        assert_eq!(A.on("read", &s, &[]), "EACCES", "{mode}: A is now 'other'");
+        assert_eq!(
+            ROOT.on("cat", &s, &[]),
+            "ok\nqqqqqq",
+            "{mode}: bytes untouched"
+        );
+        assert_eq!(users::backing_files(m.store()).len(), 2, "{mode}");
+        m.unmount();
+    }
+}
+
+#[test]
+fn a_readable_section_is_read_only_to_other_users() {
+    if !common::require_fuse() {
+        return;
+    }
+    for mode in common::modes() {
+        let m = shared_mount(mode);
+        let s = m.section("board");
+        assert_eq!(A.on("open", &s, &["bc", "644", "0"]), "ok status=created");
+        assert_eq!(A.on("pwrite", &s, &["0", "4096"]), "ok 4096");
+        for (op, more, want) in [
+            ("read", &[][..], "ok 4096"),
+            ("mapr", &[], "ok 71"),
+            // FILE_MAP_COPY: a private copy is B's own to write.
+            ("mapp", &[], "ok"),
+            ("getxattr", &["user.sectionfs.size"], "ok 4096"),
+            ("write", &[], "EACCES"),
+            ("open", &["b"], "EACCES"),
+            ("open", &["w"], "EACCES"),
+            ("open", &["rt"], "EACCES"),
+            ("mapw", &[], "EACCES"),
+            ("mapw-ro", &[], "EACCES"),
+            ("truncate", &["8192"], "EACCES"),
+            ("unlink", &[], "EPERM"),
+        ] {
+            assert_eq!(B.on(op, &s, more), want, "{mode}: B {op} {more:?}");
+        }
+        let meta = B.on("cat", &m.section("board.meta"), &[]);
+        assert!(meta.contains("\nsize=4096\n"), "{mode}: {meta}");
+        // Nothing B did reached A's bytes (B's private copy included).
+        assert_eq!(A.on("mapr", &s, &[]), "ok 71", "{mode}");
+        assert_eq!(
+            A.on("stat", &s, &[]),
+            "ok mode=644 uid=1000 gid=1000 size=4096"
+        );
+        m.unmount();
+    }
+}
+
+#[test]
+fn open_or_create_of_another_users_name_opens_that_section() {
+    if !common::require_fuse() {
+        return;
+    }
+    let m = shared_mount("");
+    let root = A.on("stat", m.path(), &[]);
+    assert_eq!(
+        root, "ok mode=1777 uid=0 gid=0 size=0",
+        "owned by the mounting user"
+    );
+    let n = m.section("named");
+    assert_eq!(A.on("open", &n, &["bc", "666", "022"]), "ok status=created");
+    assert_eq!(A.on("grow", &n, &["4096"]), "ok 4096");
+    // CreateFileMapping of an existing name: B gets A's section, already_exists.
+    assert_eq!(
+        B.on("open", &n, &["rc", "600", "0"]),
+        "ok status=already_exists"
+    );
+    assert_eq!(B.on("open", &n, &["bc", "600"]), "EACCES");
+    assert_eq!(B.on("open", &n, &["bcx", "600"]), "EEXIST");
+    assert_eq!(B.on("open", &n, &["rct", "600"]), "EACCES");
+    assert_eq!(
+        ROOT.on("stat", &n, &[]),
+        "ok mode=644 uid=1000 gid=1000 size=4096",
+        "A's section is as A made it"
+    );
+    assert_eq!(users::backing_files(m.store()).len(), 1);
+    assert_eq!(B.on("ls", m.path(), &[]), "ok 2", "named and named.meta");
+    // A new section takes the creator's uid and gid, and the mode less its umask.
+    let b = m.section("bees");
+    assert_eq!(B.on("open", &b, &["bc", "666", "027"]), "ok status=created");
+    assert_eq!(
+        B.on("stat", &b, &[]),
+        "ok mode=640 uid=1001 gid=1001 size=0"
+    );
+    m.unmount();
+}
+
+#[test]
+fn without_allow_other_only_the_mounting_user_enters() {
+    if !common::require_fuse() {
+        return;
+    }
+    let m = Mount::new("");
+    users::share(&m);
+    fs::write(m.section("rootsec"), b"root's").expect("root writes its own mount");
+    for user in [A, B] {
+        for (op, path, more) in [
+            ("stat", m.path().to_path_buf(), &[][..]),
+            ("ls", m.path().to_path_buf(), &[]),
+            ("read", m.section("rootsec"), &[]),
+            ("open", m.section("new"), &["bc"]),
+        ] {
+            assert_eq!(user.on(op, &path, more), "EACCES", "uid {}: {op}", user.uid);
+        }
+    }
+    assert_eq!(ROOT.on("read", &m.section("rootsec"), &[]), "ok 6");
+    m.unmount();
+    // The same with allow_other: anyone enters, and the modes decide.
+    let m = shared_mount("");
+    assert_eq!(B.on("ls", m.path(), &[]), "ok 0");
+    m.unmount();
+}
+
+#[test]
+fn the_store_is_private_and_sidecars_reveal_no_paths() {
+    if !common::require_fuse() {
+        return;
+    }
+    let m = shared_mount("");
+    assert_eq!(
+        A.on("open", &m.section("a"), &["bc", "644"]),
+        "ok status=created"
+    );
+    assert_eq!(
+        B.on("open", &m.section("b"), &["bc", "600"]),
+        "ok status=created"
+    );
+    let store = m.store();
+    for (dir, mode) in [
+        (store.to_path_buf(), 0o700),
+        (store.join("sections"), 0o700),
+    ] {
+        let meta = fs::symlink_metadata(&dir).expect("stat the store");
+        assert_eq!(meta.mode() & 0o7777, mode, "{}", dir.display());
+        assert_eq!(meta.uid(), 0, "owned by the daemon's user");
+    }
+    let files = users::backing_files(store);
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        assert!(
+            f.len() == 16 && f.bytes().all(|c| c.is_ascii_hexdigit()),
+            "backing file named by its id, never by a section name: {f:?}"
+        );
+        let meta = fs::symlink_metadata(store.join("sections").join(f)).expect("stat");
+        assert_eq!(meta.mode() & 0o7777, 0o600, "{f}");
+        assert_eq!(meta.uid(), 0, "{f}");
+    }
+    for user in [A, B] {
+        assert_eq!(user.on("ls", store, &[]), "EACCES");
+        let backing = store.join("sections").join(&files[0]);
+        assert_eq!(user.on("read", &backing, &[]), "EACCES");
+    }
+    let text = ROOT.on("cat", &m.section("a.meta"), &[]);
+    let store_text = store.to_string_lossy();
+    assert!(!text.contains(&*store_text), "{text}");
+    assert!(!text.contains("sections/"), "{text}");
+    // The store's own record attribute is not one of the section's.
+    assert_eq!(
+        A.on("getxattr", &m.section("a"), &["user.sectionfs.record"]),
+        "ENODATA"
+    );
+    m.unmount();
+}
+
+/// A name a user tries, as bytes, and the errno it must be refused with.
+type Refused = (Vec<u8>, &'static str);
+
+/// Names users may give, and what each must come to.
+fn hostile_names() -> (Vec<Vec<u8>>, Vec<Refused>) {
+    let valid: Vec<Vec<u8>> = vec![
+        b"...".to_vec(),
+        b"..a".to_vec(),
+        b"a..".to_vec(),
+        b".hidden".to_vec(),
+        b"sp ace".to_vec(),
+        b"tab\tand\nnewline".to_vec(),
+        b"\x01\x1b[31mred\x7f".to_vec(),
+        b"\xff\xfe not utf-8 \xc3".to_vec(),
+        "café ☃".as_bytes().to_vec(),
+        b"-rf".to_vec(),
+        b"%s%n".to_vec(),
+        b"*?[".to_vec(),
+        vec![b'x'; 250],
+    ];
+    let refused = vec![
+        (vec![b'x'; 251], "ENAMETOOLONG"),
+        (vec![b'y'; 255], "ENAMETOOLONG"),
+        (vec![b'z'; 256], "ENAMETOOLONG"),
+        (b"x.meta".to_vec(), "EINVAL"),
+        (b"a\\b".to_vec(), "EINVAL"),
+        (b"..\\..\\x".to_vec(), "EINVAL"),
+        // Paths, not names: the kernel resolves them, the daemon never sees them.
+        (b"..".to_vec(), "EISDIR"),
+        (b"../escape".to_vec(), "EACCES"),
+        (b"sub/x".to_vec(), "ENOENT"),
+    ];
+    (valid, refused)
+}
+
+fn entries(dir: &Path) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().as_bytes().to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hostile_names_stay_names_inside_the_store() {
+    if !common::require_fuse() {
+        return;
+    }
+    let store_dir = tempfile::tempdir().expect("temp dir for the store");
+    let store = store_dir.path().join("store");
+    let m = Mount::with_store(&store, "allow_other");
+    users::share(&m);
+    let around = m.path().parent().expect("parent").to_path_buf();
+    let before = entries(&around);
+    let (valid, refused) = hostile_names();
+    let at = |name: &[u8]| m.path().join(OsStr::from_bytes(name));
+    for name in &valid {
+        let answer = B.probe([OsStr::new("open"), at(name).as_os_str(), OsStr::new("bc")]);
+        assert_eq!(answer, "ok status=created", "{name:?}");
+    }
+    for (name, want) in &refused {
+        let answer = B.probe([OsStr::new("open"), at(name).as_os_str(), OsStr::new("bc")]);
+        assert_eq!(answer, *want, "{name:?}");
+    }
+    // Nor can anything but a section be made.
+    let first = at(&valid[0]);
+    for (op, args) in [
+        ("mkdir", vec![at(b"d")]),
+        ("mkfifo", vec![at(b"f")]),
+        ("symlink", vec!["/etc/passwd".into(), at(b"ln")]),
+        ("link", vec![first.clone(), at(b"hard")]),
+    ] {
+        let mut argv = vec![OsStr::new(op).to_os_string()];
+        argv.extend(args.into_iter().map(|p| p.into_os_string()));
+        assert_eq!(B.probe(&argv), "EPERM", "{op}");
+    }
+
+    let mut want: Vec<Vec<u8>> = valid
+        .iter()
+        .flat_map(|n| [n.clone(), [n.as_slice(), b".meta"].concat()])
+        .collect();
+    want.sort();
+    assert_eq!(entries(m.path()), want, "every name listed as given");
+    for name in &valid {
+        let meta = fs::read(at(&[name.as_slice(), b".meta"].concat())).expect("sidecar");
+        let text = String::from_utf8(meta).expect("a sidecar is UTF-8 whatever the name");
+        assert!(
+            text.lines().count() >= 8 && !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{name:?} escaped into one line: {text:?}"
+        );
+    }
+    let files = users::backing_files(&store);
+    assert_eq!(files.len(), valid.len());
+    assert!(
+        files
+            .iter()
+            .all(|f| f.len() == 16 && f.bytes().all(|c| c.is_ascii_hexdigit()))
+    );
+    assert_eq!(
+        entries(&around),
+        before,
+        "nothing appeared beside the mount"
+    );
+    m.unmount();
+
+    // The names come back unchanged from the store.
+    let m = Mount::with_store(&store, "");
+    assert_eq!(entries(m.path()), want);
+    m.unmount();
+}
+
+#[test]
+fn planted_links_in_the_store_are_not_followed() {
+    if !common::require_fuse() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let outside = dir.path().join("outside");
+    fs::write(&outside, b"not a section").expect("write the bait");
+    Mount::with_store(&store, "").unmount();
+    // What only the daemon's own user could do: a link where a backing file would be.
+    std::os::unix::fs::symlink(&outside, store.join("sections/00000000000000ff"))
+        .expect("plant a link");
+    let m = Mount::with_store(&store, "");
+    assert_eq!(
+        entries(m.path()),
+        Vec::<Vec<u8>>::new(),
+        "the link is no section"
+    );
+    fs::write(m.section("new"), b"fresh").expect("the store still works");
+    m.unmount();
+    assert_eq!(fs::read(&outside).expect("read the bait"), b"not a section");
+    let link = fs::symlink_metadata(store.join("sections/00000000000000ff")).expect("lstat");
+    assert!(link.file_type().is_symlink(), "left as it was");
+}
+
+#[test]
+fn user_quota_caps_each_user() {
+    if !common::require_fuse() {
+        return;
+    }
+    for mode in common::modes() {
+        let m = shared_mount(&format!("user_quota=1m,{mode}"));
+        let (a1, a2) = (m.section("a1"), m.section("a2"));
+        assert_eq!(A.on("grow", &a1, &["786432"]), "ok 786432", "{mode}");
+        assert_eq!(A.on("grow", &a2, &["262144"]), "ok 262144", "{mode}");
+        // One byte past the quota: ENOSPC, and nothing changed.
+        assert_eq!(A.on("grow", &a2, &["262145"]), "ENOSPC", "{mode}");
+        assert_eq!(A.on("open", &m.section("a3"), &["bc"]), "ok status=created");
+        assert_eq!(A.on("grow", &m.section("a3"), &["1"]), "ENOSPC", "{mode}");
+        assert_eq!(A.on("fallocate", &a2, &["0", "262145"]), "ENOSPC", "{mode}");
+        // Storage kept past the end is no size, so the quota could not see it.
+        assert_eq!(A.on("fallocate", &a2, &["0", "262145", "keep"]), "ENOSPC");
+        assert_eq!(A.on("fallocate", &a2, &["0", "262144", "keep"]), "ok");
+        assert_eq!(
+            A.on("stat", &a2, &[]),
+            "ok mode=644 uid=1000 gid=1000 size=262144"
+        );
+        if mode == "passthrough=off" {
+            // The daemon serves every write: one past the end is refused whole. (One that
+            // starts inside crosses the end at a page boundary, where the kernel splits it:
+            // the part inside is written and the write comes back short.)
+            assert_eq!(A.on("pwrite", &a2, &["262144", "8"]), "ENOSPC");
+            assert_eq!(A.on("pwrite", &a2, &["262140", "8"]), "ok 4");
+            assert_eq!(
+                A.on("stat", &a2, &[]),
+                "ok mode=644 uid=1000 gid=1000 size=262144"
+            );
+            assert_eq!(
+                A.on("pwrite", &a2, &["262136", "8"]),
+                "ok 8",
+                "inside is free"
+            );
+        } else {
+            // Passthrough writes past the end bypass the daemon (DESIGN.md): it counts
+            // them when it next sees the size, and refuses the next growth.
+            assert_eq!(A.on("pwrite", &a2, &["262144", "8"]), "ok 8");
+            assert_eq!(
+                A.on("stat", &a2, &[]),
+                "ok mode=644 uid=1000 gid=1000 size=262152"
+            );
+            assert_eq!(A.on("grow", &a1, &["786432"]), "ok 786432", "no growth");
+        }
+        // B has a quota of its own, and root is capped like anyone.
+        let b = m.section("b");
+        assert_eq!(B.on("grow", &b, &["1048576"]), "ok 1048576", "{mode}");
+        assert_eq!(B.on("grow", &b, &["1048577"]), "ENOSPC", "{mode}");
+        assert_eq!(ROOT.on("grow", &m.section("r"), &["1048577"]), "ENOSPC");
+        // Unlinking gives the bytes back.
+        assert_eq!(A.on("unlink", &a1, &[]), "ok");
+        assert_eq!(A.on("grow", &a2, &["1048576"]), "ok 1048576", "{mode}");
+        assert_eq!(A.on("grow", &a2, &["1048577"]), "ENOSPC", "{mode}");
+        m.unmount();
+    }
+}
