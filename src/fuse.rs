@@ -4,6 +4,7 @@
 
 use crate::error::Error;
 use crate::meta::{IoMode, XATTR_PREFIX};
+use crate::name;
 use crate::sections::{Attr, AttrChange, Caller, Kind, Opened, SIDECAR_BIT, Sections};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -23,10 +24,17 @@ use std::time::{Duration, SystemTime};
 
 /// How long the kernel may keep a section's entry and attributes. Every change to a
 /// section passes through this one kernel mount (sizes grow by setattr or by writes the
-/// kernel itself tracks), so the kernel's copy stays right without asking us.
-const SECTION_TTL: Duration = Duration::from_secs(1);
+/// kernel itself tracks; names change by its create, unlink and rename), so the kernel's
+/// copy stays right without asking us. Only times and block counts that mapped writes move
+/// in the store go stale. Long, because an expired entry costs an open two extra round
+/// trips (LOOKUP, then GETATTR for the permission check).
+const SECTION_TTL: Duration = Duration::from_secs(3600);
 /// Sidecars change behind the kernel's back (status, handles, size): never cache them.
 const SIDECAR_TTL: Duration = Duration::ZERO;
+/// How long the kernel may remember that a section name is absent. A section appears only
+/// through this mount, whose create replaces the negative entry. Never for `NAME.meta`:
+/// that name appears when `NAME` is created, which the kernel cannot connect to it.
+const NEGATIVE_TTL: Duration = SECTION_TTL;
 
 /// Largest write the kernel sends in one request (it caps this at 1 MiB).
 const MAX_WRITE: u32 = 1 << 20;
@@ -108,6 +116,27 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: only the inode number (0) is read.
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn ttl(ino: u64) -> Duration {
     if ino & SIDECAR_BIT != 0 {
         SIDECAR_TTL
@@ -173,6 +202,11 @@ impl fuser::Filesystem for SectionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // O_TRUNC arrives in OPEN's flags, so a refused truncate never opens anything.
         let mut caps = InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // The kernel then sets SB_NOSEC and stops asking for security.capability (a
+        // GETXATTR round trip) before every write, passthrough writes included. What v2
+        // hands the daemon, killing suid/sgid/caps on write, is moot here: the mount is
+        // nosuid and setxattr of security.* is refused, so no section carries privilege.
+        caps |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.want_passthrough {
             // Never together with FUSE_WRITEBACK_CACHE: that silently disables passthrough.
             caps |= InitFlags::FUSE_PASSTHROUGH;
@@ -193,6 +227,10 @@ impl fuser::Filesystem for SectionFs {
         }
         match self.model.lookup(caller(req), name) {
             Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
+            Err(Error::NotFound) if name::sidecar_of(name).is_none() => {
+                // Inode 0: "no such entry", cached for the TTL.
+                reply.entry(&NEGATIVE_TTL, &absent(), Generation(0))
+            }
             Err(Error::NotFound) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(errno("lookup", &name, &e)),
         }

@@ -22,7 +22,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The xattr on each backing file that holds its [`Record`].
@@ -174,6 +174,9 @@ pub struct Store {
     /// Held (flock) for the daemon's life: one daemon per store.
     _lock: File,
     next_id: AtomicU64,
+    /// Whether `linkat(AT_EMPTY_PATH)` may name an O_TMPFILE (it needs CAP_DAC_READ_SEARCH);
+    /// cleared at its first refusal, after which the /proc/self/fd path is used.
+    link_by_fd: AtomicBool,
 }
 
 impl Store {
@@ -218,6 +221,7 @@ impl Store {
             dir,
             _lock: lock,
             next_id: AtomicU64::new(FIRST_ID),
+            link_by_fd: AtomicBool::new(true),
         })
     }
 
@@ -350,22 +354,7 @@ impl Store {
             // SAFETY: fd was just returned by openat and is owned by nobody else.
             let file = unsafe { File::from_raw_fd(fd) };
             set_record(&file, record)?;
-            let proc_path =
-                CString::new(format!("/proc/self/fd/{fd}")).map_err(io::Error::other)?;
-            // linkat through /proc needs no capability, unlike AT_EMPTY_PATH.
-            // SAFETY: valid fds and NUL-terminated paths.
-            let rc = unsafe {
-                libc::linkat(
-                    libc::AT_FDCWD,
-                    proc_path.as_ptr(),
-                    self.dir.as_raw_fd(),
-                    fname.as_ptr(),
-                    libc::AT_SYMLINK_FOLLOW,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error().into());
-            }
+            self.link_tmpfile(&file, &fname)?;
             return Ok((id, file));
         }
         let err = io::Error::last_os_error();
@@ -396,6 +385,48 @@ impl Store {
             return Err(e);
         }
         Ok((id, file))
+    }
+
+    /// Gives an O_TMPFILE its name in `sections/`.
+    fn link_tmpfile(&self, file: &File, fname: &CString) -> io::Result<()> {
+        let dir = self.dir.as_raw_fd();
+        if self.link_by_fd.load(Ordering::Relaxed) {
+            // SAFETY: valid fds and NUL-terminated paths.
+            let rc = unsafe {
+                libc::linkat(
+                    file.as_raw_fd(),
+                    c"".as_ptr(),
+                    dir,
+                    fname.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
+                return Err(e);
+            }
+            self.link_by_fd.store(false, Ordering::Relaxed);
+        }
+        // Through /proc: no capability needed, one path walk more.
+        let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(io::Error::other)?;
+        // SAFETY: valid fds and NUL-terminated paths.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc_path.as_ptr(),
+                dir,
+                fname.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Opens a section's backing file read-write.
