@@ -1,7 +1,7 @@
 //! The command line: `sectionfs [-f] [-o OPT[,OPT...]] [STORE] MOUNTPOINT`, parsed into a
 //! validated [`Config`] before anything is mounted.
 
-use crate::store::Commit;
+use crate::store::{Commit, Lifetime};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
         commit=eager|lazy        SEC_COMMIT (default: growth allocates or fails ENOSPC) or SEC_RESERVE\n  \
         passthrough=auto|on|off  data straight to the store (default auto: when the kernel allows)\n  \
         user_quota=SIZE          cap each user's total section size (e.g. 64m; k/m/g/t suffixes)\n  \
+        lifetime=persistent|handles  new sections' names go at unlink only (default), or also\n  \
+                                 with their last handle, as on Windows\n  \
         rw, dev, suid, exec, auto, nofail, ... are accepted and ignored, as mount(8) passes them.\n\n\
         Without STORE, sections live in /dev/shm/sectionfs-UID/MOUNTPOINT (tmpfs, private).\n\
         Logging: with -f to stderr; in the background appended to STORE/daemon.log.\n\
@@ -73,6 +75,8 @@ pub struct MountOptions {
     pub passthrough: Passthrough,
     /// The most bytes of sections one uid may own; `None`: no cap.
     pub user_quota: Option<u64>,
+    /// Lifetime of new sections (each may change its own through an xattr).
+    pub lifetime: Lifetime,
 }
 
 impl Default for MountOptions {
@@ -83,6 +87,7 @@ impl Default for MountOptions {
             commit: Commit::Eager,
             passthrough: Passthrough::Auto,
             user_quota: None,
+            lifetime: Lifetime::Persistent,
         }
     }
 }
@@ -141,6 +146,10 @@ impl MountOptions {
                     self.user_quota = Some(crate::quota::parse_size(v).ok_or_else(|| {
                         format!("-o user_quota={v}: expected a size such as 1048576 or 64m")
                     })?)
+                }
+                ("lifetime", Some(v)) => {
+                    self.lifetime = Lifetime::parse(v)
+                        .ok_or_else(|| format!("-o lifetime={v}: expected persistent or handles"))?
                 }
                 // systemd's and util-linux's own options (x-systemd.*, comment=...), and
                 // the names mount helpers set: sectionfs names its mount itself.
@@ -293,6 +302,10 @@ mod tests {
         assert!(o.read_only);
         assert_eq!(o.user_quota, None);
         o.apply("user_quota=16m").unwrap();
+        assert_eq!(o.lifetime, Lifetime::Persistent);
+        o.apply("lifetime=handles").unwrap();
+        assert_eq!(o.lifetime, Lifetime::Handles);
+        assert!(o.apply("lifetime=forever").unwrap_err().contains("forever"));
         assert_eq!(o.user_quota, Some(16 << 20));
     }
 

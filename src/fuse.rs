@@ -3,7 +3,7 @@
 //! kernel's protocol decides: TTLs, open flags, passthrough registration.
 
 use crate::error::Error;
-use crate::meta::{IoMode, XATTR_PREFIX};
+use crate::meta::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::name;
 use crate::sections::{Attr, AttrChange, Caller, Kind, Opened, SIDECAR_BIT, Sections};
 use dashmap::DashMap;
@@ -531,14 +531,20 @@ impl fuser::Filesystem for SectionFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _value: &[u8],
+        value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if name.as_bytes() == LIFETIME_XATTR.as_bytes() {
+            return match self.model.set_lifetime(caller(req), ino.0, value) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("setxattr", &(self.inode(ino), name), &e)),
+            };
+        }
         let e = if name.as_bytes().starts_with(XATTR_PREFIX.as_bytes()) {
             Error::ReadOnly
         } else {

@@ -2,7 +2,7 @@
 //! one [`Facts`] snapshot so they can never disagree.
 
 use crate::name;
-use crate::store::Commit;
+use crate::store::{Commit, Lifetime};
 use std::ffi::OsString;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -49,15 +49,20 @@ pub struct Facts {
     pub open_handles: u32,
     pub io: IoMode,
     pub commit: Commit,
+    pub lifetime: Lifetime,
 }
 
 /// The prefix of the extended attributes that mirror the sidecar.
 pub const XATTR_PREFIX: &str = "user.sectionfs.";
+/// The one attribute that may be set: the section's lifetime (its owner's choice).
+pub const LIFETIME_XATTR: &str = "user.sectionfs.lifetime";
 
 impl Facts {
     /// Every key and value, in sidecar order.
-    pub fn pairs(&self) -> [(&'static str, String); 8] {
-        [
+    /// Keys past `commit` appear only when they say something: a section without
+    /// `lifetime` is persistent.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
             ("name", name::escape(&self.name)),
             ("size", self.size.to_string()),
             ("status", self.status.as_str().to_string()),
@@ -66,7 +71,11 @@ impl Facts {
             ("open_handles", self.open_handles.to_string()),
             ("io", self.io.as_str().to_string()),
             ("commit", self.commit.as_str().to_string()),
-        ]
+        ];
+        if self.lifetime != Lifetime::Persistent {
+            pairs.push(("lifetime", self.lifetime.as_str().to_string()));
+        }
+        pairs
     }
 
     /// The sidecar's text: one `key=value` line per fact.
@@ -161,12 +170,14 @@ mod tests {
             open_handles: 2,
             io: IoMode::Cached,
             commit: Commit::Eager,
+            lifetime: Lifetime::Handles,
         };
         let text = String::from_utf8(f.render()).unwrap();
         assert_eq!(
             text,
             "name=a\\nb\nsize=4096\nstatus=already_exists\ncreator_pid=7\n\
-             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\ncommit=eager\n"
+             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\ncommit=eager\n\
+             lifetime=handles\n"
         );
         assert_eq!(
             f.xattr("user.sectionfs.status").as_deref(),

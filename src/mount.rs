@@ -32,6 +32,7 @@ pub fn run(config: Config) -> Result<(), String> {
         commit: config.options.commit,
         owner,
         user_quota: config.options.user_quota,
+        lifetime: config.options.lifetime,
     };
     let model = Arc::new(
         Sections::load(store, options)
@@ -144,6 +145,7 @@ fn mount_and_run(
         IoMode::Cached
     };
     model.set_io(io);
+    spawn_invalidator(&model, session.notifier());
     log::info!(
         "mounted {} (store {}, io={}, commit={})",
         mnt.display(),
@@ -261,6 +263,33 @@ fn block_signals() -> libc::sigset_t {
 
 /// On SIGINT/SIGTERM/SIGHUP: unmount. If files are still in use, detach lazily: the
 /// daemon keeps serving them and exits when the last one goes.
+/// Names that go away by themselves (lifetime=handles) are still in the kernel's dentry
+/// cache: a thread of its own tells the kernel, since a worker that writes a notification
+/// can wait on a directory lock held by a request only the workers can answer.
+fn spawn_invalidator(model: &Sections, notifier: fuser::Notifier) {
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, std::ffi::OsString)>();
+    let spawned = std::thread::Builder::new()
+        .name("invalidate".into())
+        .spawn(move || {
+            for (parent, name) in rx {
+                // ENOENT: the kernel had already dropped the entry.
+                if let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), &name)
+                    && e.raw_os_error() != Some(libc::ENOENT)
+                {
+                    log::debug!("invalidate {name:?}: {e}");
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            model.on_vanish(Box::new(move |parent, name| {
+                let _ = tx.send((parent, name.to_os_string()));
+            }));
+        }
+        Err(e) => log::warn!("cannot start the invalidation thread: {e}"),
+    }
+}
+
 fn spawn_signal_thread(set: libc::sigset_t, mnt: CString) {
     let spawned = std::thread::Builder::new()
         .name("signals".into())

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::meta::{Facts, IoMode, Status};
 use crate::name;
 use crate::quota::Quota;
-use crate::store::{self, Commit, Record, Store};
+use crate::store::{self, Commit, Lifetime, Record, Store};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -133,7 +133,13 @@ pub struct Options {
     pub owner: (u32, u32),
     /// `-o user_quota`: the most bytes of sections one uid may own.
     pub user_quota: Option<u64>,
+    /// `-o lifetime`: the lifetime of new sections.
+    pub lifetime: Lifetime,
 }
+
+/// Told (parent inode, name) when a name goes away without the kernel asking: a
+/// `lifetime=handles` section whose last handle closed. The kernel still caches the entry.
+pub type VanishHook = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 
 pub struct Sections {
     store: Store,
@@ -147,6 +153,7 @@ pub struct Sections {
     next_fh: AtomicU64,
     seq: AtomicU64,
     mounted_at: SystemTime,
+    on_vanish: std::sync::OnceLock<VanishHook>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -168,6 +175,18 @@ impl Sections {
         let inodes = DashMap::with_capacity(scan.sections.len());
         let quota = Quota::new(options.user_quota);
         for f in scan.sections {
+            if f.record.lifetime == Lifetime::Handles {
+                // No handle survives a restart: the section went with the daemon, as a
+                // Windows section goes with a reboot.
+                log::info!(
+                    "store: {:?} had lifetime=handles: removing it",
+                    f.record.name
+                );
+                if let Err(e) = store.remove(f.id) {
+                    log::warn!("store: cannot remove {:?}: {e}", f.record.name);
+                }
+                continue;
+            }
             names.insert(f.record.name.clone(), f.id);
             let mut state = SectionState::new(f.record, Status::Created, 0);
             if quota.enabled() {
@@ -198,7 +217,14 @@ impl Sections {
             next_fh: AtomicU64::new(1),
             seq: AtomicU64::new(max_seq + 1),
             mounted_at: SystemTime::now(),
+            on_vanish: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the hook told about names that go away by themselves (once; later calls are
+    /// ignored).
+    pub fn on_vanish(&self, hook: VanishHook) {
+        let _ = self.on_vanish.set(hook);
     }
 
     pub fn store(&self) -> &Store {
@@ -402,6 +428,7 @@ impl Sections {
             open_handles: st.handles,
             io: self.io(),
             commit: section.commit,
+            lifetime: st.record.lifetime,
         })
     }
 
@@ -440,6 +467,7 @@ impl Sections {
             created_at: SystemTime::now(),
             commit: self.options.commit,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            lifetime: self.options.lifetime,
         };
         let (id, file) = self.store.create(&record)?;
         let file = Arc::new(file);
@@ -568,7 +596,73 @@ impl Sections {
             self.account(&mut st, size);
             st.file = None;
         }
+        let vanish = st.handles == 0 && st.linked && st.record.lifetime == Lifetime::Handles;
         self.drop_if_gone(&section, &st);
+        drop(st);
+        if vanish {
+            self.vanish(ino);
+        }
+        Ok(())
+    }
+
+    /// Removes the name of a `lifetime=handles` section that has no handle left. Views
+    /// that still map it keep its bytes (the unlink path), which go with the last of them.
+    fn vanish(&self, id: u64) {
+        let mut names = lock(&self.names);
+        let Ok(section) = self.section(id) else {
+            return;
+        };
+        let name = {
+            // Checked again under the namespace lock: a create may have opened it since.
+            let st = lock(&section.state);
+            let still = st.handles == 0 && st.linked && st.record.lifetime == Lifetime::Handles;
+            if !still || names.get(&st.record.name) != Some(&id) {
+                return;
+            }
+            st.record.name.clone()
+        };
+        if let Err(e) = self.store.remove(id) {
+            log::warn!("section {name:?}: its last handle closed, but cannot remove it: {e}");
+            return;
+        }
+        names.remove(&name);
+        drop(names);
+        self.unlinked(id);
+        log::debug!("section {name:?}: last handle closed, name gone (lifetime=handles)");
+        if let Some(hook) = self.on_vanish.get() {
+            hook(ROOT_INO, &name);
+        }
+    }
+
+    /// `user.sectionfs.lifetime`: the owner (or root) chooses whether the section's name
+    /// goes with its last handle. Set to `handles` while no handle is open, it goes now.
+    pub fn set_lifetime(&self, caller: Caller, ino: u64, value: &[u8]) -> Result<()> {
+        if ino == ROOT_INO || ino & SIDECAR_BIT != 0 {
+            return Err(Error::ReadOnly);
+        }
+        let lifetime = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| Lifetime::parse(v.trim_end_matches(['\n', '\0'])))
+            .ok_or(Error::InvalidArgument)?;
+        let section = self.section(ino)?;
+        let mut st = lock(&section.state);
+        if caller.uid != 0 && caller.uid != st.record.uid {
+            return Err(Error::NotOwner);
+        }
+        if st.record.lifetime == lifetime {
+            return Ok(());
+        }
+        let mut record = st.record.clone();
+        record.lifetime = lifetime;
+        if st.linked {
+            self.store.write_record(section.id, &record)?;
+        }
+        st.record = record;
+        let vanish = st.handles == 0 && st.linked && lifetime == Lifetime::Handles;
+        drop(st);
+        if vanish {
+            self.vanish(ino);
+        }
         Ok(())
     }
 
@@ -1019,6 +1113,7 @@ mod tests {
                 commit: Commit::Eager,
                 owner: (0, 0),
                 user_quota: None,
+                lifetime: Lifetime::Persistent,
             },
         )
         .unwrap()
@@ -1168,6 +1263,58 @@ mod tests {
         assert!(matches!(m.unlink(os("s.meta")), Err(Error::NotSupported)));
     }
 
+    #[test]
+    fn lifetime_handles_names_go_with_the_last_handle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let (attr, a) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        // Only the owner (or root) chooses, and only known values.
+        assert!(matches!(
+            m.set_lifetime(Caller { uid: 1001, ..B }, attr.ino, b"handles"),
+            Err(Error::NotOwner)
+        ));
+        assert!(matches!(
+            m.set_lifetime(A, attr.ino, b"forever"),
+            Err(Error::InvalidArgument)
+        ));
+        m.set_lifetime(A, attr.ino, b"handles").unwrap();
+        assert_eq!(m.facts(A, attr.ino).unwrap().lifetime, Lifetime::Handles);
+        let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
+        m.write(b.fh, 0, b"kept").unwrap();
+        m.release(a.fh).unwrap();
+        assert!(m.lookup(A, os("s")).is_ok(), "a handle is still open");
+        m.release(b.fh).unwrap();
+        assert!(matches!(m.lookup(A, os("s")), Err(Error::NotFound)));
+        assert!(m.is_empty());
+        // Set while nothing holds it: it goes at once.
+        let (p, h) = m.create(A, os("p"), 0o600, 0, libc::O_RDWR).unwrap();
+        m.release(h.fh).unwrap();
+        assert!(m.lookup(A, os("p")).is_ok());
+        m.set_lifetime(A, p.ino, b"handles\n").unwrap();
+        assert!(matches!(m.lookup(A, os("p")), Err(Error::NotFound)));
+    }
+
+    #[test]
+    fn lifetime_handles_sections_do_not_survive_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let m = model(tmp.path());
+            let (attr, _held) = m.create(A, os("h"), 0o600, 0, libc::O_RDWR).unwrap();
+            m.set_lifetime(A, attr.ino, b"handles").unwrap();
+            m.create(A, os("p"), 0o600, 0, libc::O_RDWR).unwrap();
+            // The daemon ends with the handles still open.
+        }
+        let m = model(tmp.path());
+        assert_eq!(m.len(), 1);
+        assert!(m.lookup(A, os("p")).is_ok());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("sections"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
     fn tracked(m: &Sections, ino: u64) -> usize {
         lock(&m.section(ino).unwrap().state).by_process.len()
     }
@@ -1238,6 +1385,7 @@ mod tests {
             commit,
             owner: (0, 0),
             user_quota: Some(quota),
+            lifetime: Lifetime::Persistent,
         };
         Sections::load(store, options).unwrap()
     }

@@ -60,6 +60,32 @@ impl Commit {
     }
 }
 
+/// When a section's name goes away: at unlink only, or also with its last handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Like a file: the name stays until unlinked.
+    Persistent,
+    /// Like a Windows section: the name goes when its last handle is closed.
+    Handles,
+}
+
+impl Lifetime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifetime::Persistent => "persistent",
+            Lifetime::Handles => "handles",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifetime> {
+        match s {
+            "persistent" => Some(Lifetime::Persistent),
+            "handles" => Some(Lifetime::Handles),
+            _ => None,
+        }
+    }
+}
+
 /// What the store keeps about a section besides its bytes and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -75,6 +101,9 @@ pub struct Record {
     /// interrupts a rename over an existing section, two records claim one name: the higher
     /// `seq` is the rename's result, the lower one the section it replaced.
     pub seq: u64,
+    /// Written only when not `Persistent`, so older daemons (which ignore unknown keys)
+    /// read every record; a record without it is persistent.
+    pub lifetime: Lifetime,
 }
 
 impl Record {
@@ -83,7 +112,7 @@ impl Record {
             .created_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        format!(
+        let mut text = format!(
             "{RECORD_MAGIC}\nname={}\nuid={}\ngid={}\nmode={:o}\ncreator_pid={}\n\
              created_at={}.{:09}\ncommit={}\nseq={}\n",
             name::escape(&self.name),
@@ -95,7 +124,11 @@ impl Record {
             t.subsec_nanos(),
             self.commit.as_str(),
             self.seq
-        )
+        );
+        if self.lifetime != Lifetime::Persistent {
+            text.push_str(&format!("lifetime={}\n", self.lifetime.as_str()));
+        }
+        text
     }
 
     /// Parses a record; `Err` says what is wrong with it. Unknown keys are ignored so that
@@ -108,6 +141,7 @@ impl Record {
         }
         let (mut name, mut uid, mut gid, mut mode, mut pid, mut created, mut commit, mut seq) =
             (None, None, None, None, None, None, None, None);
+        let mut lifetime = Lifetime::Persistent;
         for line in lines {
             let Some((k, v)) = line.split_once('=') else {
                 return Err(format!("record line without '=': {line:?}"));
@@ -122,6 +156,7 @@ impl Record {
                 "created_at" => created = Some(parse_time(v).ok_or_else(bad)?),
                 "commit" => commit = Some(Commit::parse(v).ok_or_else(bad)?),
                 "seq" => seq = Some(v.parse().map_err(|_| bad())?),
+                "lifetime" => lifetime = Lifetime::parse(v).ok_or_else(bad)?,
                 _ => {}
             }
         }
@@ -137,6 +172,7 @@ impl Record {
             created_at: created.ok_or_else(|| missing("created_at"))?,
             commit: commit.ok_or_else(|| missing("commit"))?,
             seq: seq.ok_or_else(|| missing("seq"))?,
+            lifetime,
         })
     }
 }
@@ -733,6 +769,7 @@ mod tests {
             created_at: UNIX_EPOCH + Duration::new(1_700_000_000, 5),
             commit: Commit::Lazy,
             seq,
+            lifetime: Lifetime::Persistent,
         }
     }
 
@@ -740,6 +777,14 @@ mod tests {
     fn record_round_trips() {
         let r = record("we\nird name\x01 ü", 7);
         assert_eq!(Record::decode(r.encode().as_bytes()), Ok(r));
+        // A persistent record reads as it did before lifetimes existed.
+        assert!(!record("p", 1).encode().contains("lifetime"));
+        let h = Record {
+            lifetime: Lifetime::Handles,
+            ..record("h", 2)
+        };
+        assert!(h.encode().contains("lifetime=handles\n"));
+        assert_eq!(Record::decode(h.encode().as_bytes()), Ok(h));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use sectionfs::cli::{MountOptions, Passthrough};
 use sectionfs::error::Error;
 use sectionfs::name;
-use sectionfs::store::{Commit, Record};
+use sectionfs::store::{Commit, Lifetime, Record};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -261,6 +261,11 @@ fn record() -> impl Strategy<Value = Record> {
             created_at: UNIX_EPOCH + Duration::new(s, n),
             commit: if lazy { Commit::Lazy } else { Commit::Eager },
             seq,
+            lifetime: if seq % 2 == 0 {
+                Lifetime::Handles
+            } else {
+                Lifetime::Persistent
+            },
         })
 }
 
