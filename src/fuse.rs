@@ -281,16 +281,28 @@ impl fuser::Filesystem for SectionFs {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         _parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Regular files arrive through CREATE; anything else here is a device, fifo or socket.
-        reply.error(errno("mknod", &(name, mode), &Error::NotSupported));
+        // open(O_CREAT) arrives as CREATE; mknod(2) of a regular file arrives here and makes
+        // a section, as on /dev/shm. Devices, fifos and sockets are not offered.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(errno("mknod", &(name, mode), &Error::NotSupported));
+        }
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        let made = self
+            .model
+            .create(caller(req), name, mode, umask, flags)
+            .and_then(|(attr, opened)| self.model.release(opened.fh).map(|()| attr));
+        match made {
+            Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno("mknod", &(name, mode), &e)),
+        }
     }
 
     fn mkdir(

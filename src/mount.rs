@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,6 +50,7 @@ pub fn run(config: Config) -> Result<(), String> {
         -1 => Err(format!("fork: {}", io::Error::last_os_error())),
         0 => {
             drop(ready_rx);
+            model.store().claim_lock();
             detach(&config);
             let code = match serve(&config, model, Some(ready_tx)) {
                 Ok(()) => 0,
@@ -123,7 +125,7 @@ fn mount_and_run(
 
     // Signals go to one thread that unmounts; block them before any thread is started.
     let signals = block_signals();
-    let session = fuser::Session::new(fs, mnt, &fuse_config)
+    let (session, typed) = open_session(fs, mnt, &fuse_config, config)
         .map_err(|e| format!("cannot mount {}: {}", mnt.display(), mount_error(e)))?;
 
     let io = if want {
@@ -172,8 +174,88 @@ fn mount_and_run(
     session
         .run()
         .map_err(|e| format!("session ended with an error: {e}"))?;
+    // The kernel ended the session: it was unmounted, nothing is left to take down.
+    if let Some(typed) = typed {
+        typed.disarm();
+    }
     log::info!("unmounted {}", mnt.display());
     Ok(())
+}
+
+/// Mounts `mnt` and opens the FUSE session on it. As root the mount is made here with the
+/// type `fuse.sectionfs`: fuser's own mount(2) always names the type `fuse`, which hides
+/// what the mount is from /proc/mounts, `findmnt -t` and `umount -t`. Where mount(2) is
+/// refused (EPERM: not root), fuser mounts through fusermount3 as before.
+fn open_session(
+    fs: SectionFs,
+    mnt: &Path,
+    fuse_config: &fuser::Config,
+    config: &Config,
+) -> io::Result<(fuser::Session<SectionFs>, Option<TypedMount>)> {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let mode = std::fs::metadata(mnt)?.mode();
+    let mut data = format!(
+        "fd={},rootmode={mode:o},user_id={},group_id={},default_permissions",
+        dev.as_raw_fd(),
+        // SAFETY: getuid/getgid have no preconditions.
+        unsafe { libc::getuid() },
+        unsafe { libc::getgid() },
+    );
+    if config.options.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+    if config.options.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let source = CString::new(fs_name(&config.store)).map_err(io::Error::other)?;
+    let target = CString::new(mnt.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let data = CString::new(data).map_err(io::Error::other)?;
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            c"fuse.sectionfs".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) {
+            drop(dev);
+            return Ok((fuser::Session::new(fs, mnt, fuse_config)?, None));
+        }
+        return Err(e);
+    }
+    let typed = TypedMount(Some(target));
+    // The session reads the kernel's INIT here; on failure `typed` takes the mount down.
+    let session = fuser::Session::from_fd(fs, dev.into(), fuse_config.acl, fuse_config.clone())?;
+    Ok((session, Some(typed)))
+}
+
+/// A mount made by [`open_session`]. Unless disarmed once the session has ended by an
+/// unmount, dropping it detaches the mount, so no failed start leaves a dead mount behind
+/// (fuser does the same for the mounts it makes).
+struct TypedMount(Option<CString>);
+
+impl TypedMount {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TypedMount {
+    fn drop(&mut self) {
+        if let Some(mnt) = self.0.take() {
+            // SAFETY: NUL-terminated path.
+            unsafe { libc::umount2(mnt.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
 }
 
 /// Explains the one failure an unprivileged user cannot read from the errno alone.

@@ -41,31 +41,30 @@ pub fn sidecar_name(name: &OsStr) -> OsString {
 }
 
 /// Escapes a name into one line of printable text: `\\` for a backslash, `\n` for a
-/// newline, `\xNN` for other control bytes and DEL. Other bytes (UTF-8 included) pass as is.
+/// newline, `\xNN` for each byte of other control characters (C0, DEL, C1), of the Unicode
+/// line and paragraph separators, and of bytes that are not UTF-8. Other characters pass
+/// as they are. (Python's `str.splitlines()` breaks lines at U+0085, U+2028 and U+2029 too.)
 pub fn escape(name: &OsStr) -> String {
-    let mut out = Vec::with_capacity(name.len());
-    for &c in name.as_bytes() {
-        match c {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            c if c < 0x20 || c == 0x7f => out.extend_from_slice(format!("\\x{c:02x}").as_bytes()),
-            c => out.push(c),
+    let mut out = String::with_capacity(name.len());
+    let hex = |out: &mut String, bytes: &[u8]| {
+        for b in bytes {
+            out.push_str(&format!("\\x{b:02x}"));
         }
-    }
-    // Bytes that are not UTF-8 would make the line unreadable as text: escape those too.
-    match String::from_utf8(out) {
-        Ok(s) => s,
-        Err(e) => {
-            let mut s = String::new();
-            for chunk in e.as_bytes().utf8_chunks() {
-                s.push_str(chunk.valid());
-                for b in chunk.invalid() {
-                    s.push_str(&format!("\\x{b:02x}"));
+    };
+    for chunk in name.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    hex(&mut out, c.encode_utf8(&mut [0u8; 4]).as_bytes())
                 }
+                c => out.push(c),
             }
-            s
         }
+        hex(&mut out, chunk.invalid());
     }
+    out
 }
 
 /// The inverse of [`escape`]. `None` for text that `escape` cannot have produced.
@@ -146,11 +145,12 @@ mod tests {
 
     #[test]
     fn escape_round_trips() {
-        let cases: [&[u8]; 5] = [
+        let cases: [&[u8]; 6] = [
             b"plain",
             b"a\\b\nc",
             b"\x01\x7f\xff\xfe",
             "ü".as_bytes(),
+            "\u{85}\u{9f}\u{2029}x".as_bytes(),
             b"",
         ];
         for c in cases {
@@ -159,6 +159,12 @@ mod tests {
             assert_eq!(unescape(&e).as_deref(), Some(os(c)), "{e}");
         }
         assert_eq!(escape(os(b"a\\b\n\x01")), "a\\\\b\\n\\x01");
+        // C1 controls and the Unicode line separators never reach the line either.
+        assert_eq!(
+            escape(os("a\u{85}b\u{2028}".as_bytes())),
+            "a\\xc2\\x85b\\xe2\\x80\\xa8"
+        );
+        assert_eq!(escape(os("ü☃".as_bytes())), "ü☃");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::name;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -220,11 +220,16 @@ impl Store {
     /// readable message when the store is unusable or served by another daemon.
     pub fn open(root: &Path) -> std::result::Result<Store, String> {
         let ctx = |what: &str, e: io::Error| format!("store {}: {what}: {e}", root.display());
-        std::fs::DirBuilder::new()
+        let created = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(root)
-            .map_err(|e| ctx("cannot create", e))?;
+            .create(root);
+        // A file in the way fails the create with EEXIST: say what is wrong with it.
+        if let Err(e) = created
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return Err(ctx("cannot create", e));
+        }
         let meta = std::fs::symlink_metadata(root).map_err(|e| ctx("cannot stat", e))?;
         if !meta.is_dir() {
             return Err(format!("store {}: not a directory", root.display()));
@@ -263,6 +268,12 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Writes this process's pid into the lock file: the background daemon calls it after
+    /// the fork, so the file names the process that serves the store, not its parent.
+    pub fn claim_lock(&self) {
+        write_pid(&self._lock);
     }
 
     /// Reads every section back. Damaged entries are logged once and left untouched; of
@@ -646,7 +657,7 @@ fn set_record(file: &File, record: &Record) -> Result<()> {
 
 fn take_lock(root: &Path) -> std::result::Result<File, String> {
     let path = root.join("lock");
-    let mut lock = std::fs::OpenOptions::new()
+    let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -664,11 +675,18 @@ fn take_lock(root: &Path) -> std::result::Result<File, String> {
             holder.trim()
         ));
     }
-    lock.set_len(0).ok();
+    write_pid(&lock);
+    Ok(lock)
+}
+
+/// Replaces the lock file's text with this process's pid (best effort: the flock, not the
+/// text, is what keeps a second daemon out).
+fn write_pid(lock: &File) {
+    use std::os::unix::fs::FileExt;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    writeln!(lock, "{pid}").ok();
-    Ok(lock)
+    lock.set_len(0).ok();
+    lock.write_all_at(format!("{pid}\n").as_bytes(), 0).ok();
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {

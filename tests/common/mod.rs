@@ -222,7 +222,12 @@ impl Mount {
     /// busy mount or a daemon that will not exit; otherwise force both away:
     /// lazy unmount, then SIGKILL after the deadline.
     fn shutdown(&mut self, strict: bool) -> Result<ExitStatus, String> {
-        if let Err(e) = umount(&self.mnt, false) {
+        let unmounted = if strict {
+            umount_when_idle(&self.mnt)
+        } else {
+            umount(&self.mnt, false)
+        };
+        if let Err(e) = unmounted {
             // A mount that is gone already (the daemon died and took it) is not
             // an umount failure: the exit status below tells what happened.
             if is_mounted(&self.mnt) {
@@ -380,6 +385,22 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Unmounts `path`, retrying while it is busy for up to the deadline. Another test thread
+/// of this binary that is spawning a process holds a copy of the whole fd table, files of
+/// this mount included, until its child's exec closes them (O_CLOEXEC): a moment's EBUSY
+/// that is no leak. A file really left open still fails once the deadline passes.
+fn umount_when_idle(path: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match umount(path, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                thread::sleep(POLL)
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Unmounts `path`, lazily (`umount -l`) if asked.
