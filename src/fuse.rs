@@ -331,13 +331,27 @@ impl fuser::Filesystem for SectionFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         _parent: INodeNo,
         link_name: &OsStr,
-        _target: &Path,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("symlink", &link_name, &Error::NotSupported));
+        // `ln -s /path/to/file NAME`: a section over that file.
+        match self.model.create_over_file(caller(req), link_name, target) {
+            Ok(a) => {
+                // The kernel refuses (EIO) an answer to SYMLINK that is not a symlink, so
+                // this one entry says "symlink", valid for no time at all: the next path
+                // walk looks the name up again, finds a regular file, and the kernel
+                // replaces the inode (a node whose type changed is a new inode to it).
+                let mut attr = file_attr(&a);
+                attr.kind = FileType::Symlink;
+                attr.perm = 0o777;
+                attr.size = target.as_os_str().len() as u64;
+                reply.entry(&Duration::ZERO, &attr, Generation(0))
+            }
+            Err(e) => reply.error(errno("symlink", &(link_name, target), &e)),
+        }
     }
 
     fn rename(

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod creds;
 pub mod error;
 pub mod fuse;
 pub mod list;

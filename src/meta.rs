@@ -50,6 +50,8 @@ pub struct Facts {
     pub io: IoMode,
     pub commit: Commit,
     pub lifetime: Lifetime,
+    /// The file a section was made over (`None`: its bytes are in the store).
+    pub backing: Option<std::path::PathBuf>,
 }
 
 /// The prefix of the extended attributes that mirror the sidecar.
@@ -74,6 +76,10 @@ impl Facts {
         ];
         if self.lifetime != Lifetime::Persistent {
             pairs.push(("lifetime", self.lifetime.as_str().to_string()));
+        }
+        if let Some(path) = &self.backing {
+            let path = name::escape(path.as_os_str());
+            pairs.push(("backing", format!("file:{path}")));
         }
         pairs
     }
@@ -171,13 +177,14 @@ mod tests {
             io: IoMode::Cached,
             commit: Commit::Eager,
             lifetime: Lifetime::Handles,
+            backing: Some("/srv/f".into()),
         };
         let text = String::from_utf8(f.render()).unwrap();
         assert_eq!(
             text,
             "name=a\\nb\nsize=4096\nstatus=already_exists\ncreator_pid=7\n\
              created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\ncommit=eager\n\
-             lifetime=handles\n"
+             lifetime=handles\nbacking=file:/srv/f\n"
         );
         assert_eq!(
             f.xattr("user.sectionfs.status").as_deref(),

@@ -5,17 +5,19 @@
 //! Inode numbers: the root is 1; a section's inode is its store id (stable across restarts);
 //! its sidecar's inode is the same id with [`SIDECAR_BIT`] set.
 
+use crate::creds::{self, Identity};
 use crate::error::{Error, Result};
 use crate::meta::{Facts, IoMode, Status};
 use crate::name;
 use crate::quota::Quota;
-use crate::store::{self, Commit, Lifetime, Record, Store};
+use crate::store::{self, Commit, FileBacking, Lifetime, Record, Store};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -187,8 +189,39 @@ impl Sections {
                 }
                 continue;
             }
+            // A section over a file reopens it with its owner's rights (uid and gid: the
+            // groups its creator had are not recorded). A file gone or out of reach is
+            // left aside like a damaged entry, its record kept.
+            let mut over = None;
+            if let Some(b) = &f.record.backing {
+                let owner = Identity {
+                    uid: f.record.uid,
+                    gid: f.record.gid,
+                    groups: vec![f.record.gid],
+                };
+                match creds::open_as(&owner, &b.path) {
+                    Ok((file, writable)) if writable || !b.writable => over = Some(file),
+                    Ok(_) => {
+                        log::warn!(
+                            "store: leaving {:?} aside: its owner may no longer write {}",
+                            f.record.name,
+                            b.path.display()
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "store: leaving {:?} aside: cannot reopen {}: {e}",
+                            f.record.name,
+                            b.path.display()
+                        );
+                        continue;
+                    }
+                }
+            }
             names.insert(f.record.name.clone(), f.id);
             let mut state = SectionState::new(f.record, Status::Created, 0);
+            state.file = over.map(Arc::new);
             if quota.enabled() {
                 let size = store.stat(f.id).map(|s| s.st_size as u64).unwrap_or(0);
                 quota.recount(state.record.uid, &mut state.counted, size);
@@ -350,17 +383,18 @@ impl Sections {
         }
     }
 
-    /// Stats the backing file: by name while linked, through the open file once unlinked.
+    /// Stats the backing file: through the open file if there is one (no path walk), by
+    /// name otherwise.
     fn stat(&self, section: &Section) -> Result<libc::stat> {
         let (linked, file) = {
             let st = lock(&section.state);
             (st.linked, st.file.clone())
         };
-        if linked {
-            return Ok(self.store.stat(section.id)?);
+        match file {
+            Some(file) => fstat(&file),
+            None if linked => Ok(self.store.stat(section.id)?),
+            None => Err(Error::NotFound),
         }
-        let file = file.ok_or(Error::NotFound)?;
-        fstat(&file)
     }
 
     fn section_attr(&self, section: &Section) -> Result<Attr> {
@@ -429,6 +463,7 @@ impl Sections {
             io: self.io(),
             commit: section.commit,
             lifetime: st.record.lifetime,
+            backing: st.record.backing.as_ref().map(|b| b.path.clone()),
         })
     }
 
@@ -468,6 +503,7 @@ impl Sections {
             commit: self.options.commit,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             lifetime: self.options.lifetime,
+            backing: None,
         };
         let (id, file) = self.store.create(&record)?;
         let file = Arc::new(file);
@@ -500,6 +536,59 @@ impl Sections {
         ))
     }
 
+    /// `ln -s /path/to/file NAME`: a section over an existing regular file, whose bytes
+    /// are that file's. The file is opened with the caller's own rights, read-write if
+    /// they may write it, else read-only (and the section is then read-only for good). A
+    /// relative target is a link among sections, which sectionfs does not offer.
+    /// Private to its creator (0600, or 0400 read-only) until chmod.
+    pub fn create_over_file(&self, caller: Caller, name: &OsStr, target: &Path) -> Result<Attr> {
+        name::validate(name)?;
+        if !target.is_absolute() {
+            return Err(Error::NotSupported);
+        }
+        let who = Identity::of_caller(caller.uid, caller.gid, caller.pid);
+        let (file, writable) = creds::open_as(&who, target)?;
+        let pid = caller.process();
+        let mut names = lock(&self.names);
+        if names.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        let record = Record {
+            name: name.to_os_string(),
+            uid: caller.uid,
+            gid: caller.gid,
+            mode: if writable { 0o600 } else { 0o400 },
+            creator_pid: pid,
+            created_at: SystemTime::now(),
+            commit: self.options.commit,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            lifetime: self.options.lifetime,
+            backing: Some(FileBacking {
+                path: target.to_path_buf(),
+                writable,
+            }),
+        };
+        // The store file is only the record's holder: the section's bytes are `file`'s.
+        let (id, _placeholder) = self.store.create(&record)?;
+        // The kernel holds the entry this creation answers with.
+        let mut state = SectionState::new(record, Status::Created, 1);
+        state.file = Some(Arc::new(file));
+        let section = Arc::new(Section {
+            id,
+            commit: self.options.commit,
+            state: Mutex::new(state),
+        });
+        self.inodes.insert(id, Arc::clone(&section));
+        names.insert(name.to_os_string(), id);
+        drop(names);
+        log::debug!(
+            "section {name:?} over {} ({})",
+            target.display(),
+            if writable { "read-write" } else { "read-only" }
+        );
+        self.section_attr(&section)
+    }
+
     /// Opens an existing section (the kernel's OPEN).
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<Opened> {
         if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
@@ -511,6 +600,11 @@ impl Sections {
     /// Opens `section` for process `pid` (a thread group id).
     fn open_section(&self, pid: u32, section: &Section, flags: i32) -> Result<Opened> {
         let mut st = lock(&section.state);
+        if st.read_only()
+            && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0)
+        {
+            return Err(Error::ReadOnly);
+        }
         if flags & libc::O_TRUNC != 0 {
             let size = match &st.file {
                 Some(f) => fstat(f)?.st_size,
@@ -594,7 +688,11 @@ impl Sections {
                 _ => 0,
             };
             self.account(&mut st, size);
-            st.file = None;
+            // A section over a file keeps that file open while it has a name: it is
+            // reopened only after a restart.
+            if st.record.backing.is_none() {
+                st.file = None;
+            }
         }
         let vanish = st.handles == 0 && st.linked && st.record.lifetime == Lifetime::Handles;
         self.drop_if_gone(&section, &st);
@@ -766,6 +864,9 @@ impl Sections {
         let section = self.section(ino)?;
         // Holding the state lock serializes this with every other growth of the section.
         let mut st = lock(&section.state);
+        if st.read_only() {
+            return Err(Error::ReadOnly);
+        }
         let file = match &st.file {
             Some(f) => Arc::clone(f),
             None if st.linked => Arc::new(self.store.open_file(section.id)?),
@@ -826,6 +927,20 @@ impl Sections {
             None if st.linked => Arc::new(self.store.open_file(section.id)?),
             None => return Err(Error::NotFound),
         };
+        let times = change.atime.is_some() || change.mtime.is_some();
+        if st.read_only() && (change.size.is_some() || times) {
+            return Err(Error::ReadOnly);
+        }
+        // The daemon sets times as root: on a file of someone else, only "now" (which
+        // write permission allows anyone), as utimensat(2) would answer the caller.
+        let explicit = |t: Option<Option<SystemTime>>| matches!(t, Some(Some(_)));
+        if st.record.backing.is_some()
+            && (explicit(change.atime) || explicit(change.mtime))
+            && caller.uid != 0
+            && fstat(&file)?.st_uid != caller.uid
+        {
+            return Err(Error::NotOwner);
+        }
         if let Some(size) = change.size {
             let current = fstat(&file)?.st_size as u64;
             if size < current {
@@ -908,6 +1023,7 @@ impl Sections {
             st.linked = false;
             if st.handles == 0 {
                 self.account(&mut st, 0);
+                st.file = None;
             }
             self.drop_if_gone(&section, &st);
         }
@@ -916,7 +1032,9 @@ impl Sections {
     /// Keeps `user_quota`'s count of a section right: `size` while it holds storage
     /// (linked, or open), nothing after.
     fn account(&self, st: &mut SectionState, size: u64) {
-        let size = if st.linked || st.handles > 0 { size } else { 0 };
+        // A section over a file holds no storage of the store: its bytes are the file's.
+        let holds = (st.linked || st.handles > 0) && st.record.backing.is_none();
+        let size = if holds { size } else { 0 };
         let uid = st.record.uid;
         self.quota.recount(uid, &mut st.counted, size);
     }
@@ -924,6 +1042,9 @@ impl Sections {
     /// Counts a growth to `size` against the owner's quota before it happens: ENOSPC,
     /// with nothing changed, when that would pass `user_quota`.
     fn charge(&self, st: &mut SectionState, size: u64) -> Result<()> {
+        if st.record.backing.is_some() {
+            return Ok(());
+        }
         let uid = st.record.uid;
         self.quota.charge(uid, &mut st.counted, size)
     }
@@ -1032,6 +1153,11 @@ impl Sections {
 }
 
 impl SectionState {
+    /// A section over a file its creator could only read.
+    fn read_only(&self) -> bool {
+        matches!(&self.record.backing, Some(b) if !b.writable)
+    }
+
     fn new(record: Record, last_status: Status, lookups: u64) -> SectionState {
         SectionState {
             record,

@@ -86,6 +86,15 @@ impl Lifetime {
     }
 }
 
+/// A section whose bytes live in a file outside the store (made by `ln -s /path NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileBacking {
+    /// Absolute, as the creator gave it; reopened by this path after a restart.
+    pub path: PathBuf,
+    /// False when the creator could only read the file: the section is read-only.
+    pub writable: bool,
+}
+
 /// What the store keeps about a section besides its bytes and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -104,6 +113,9 @@ pub struct Record {
     /// Written only when not `Persistent`, so older daemons (which ignore unknown keys)
     /// read every record; a record without it is persistent.
     pub lifetime: Lifetime,
+    /// Set for a section over an existing file: its store file is then an empty
+    /// placeholder that carries this record. Written only when set.
+    pub backing: Option<FileBacking>,
 }
 
 impl Record {
@@ -128,6 +140,13 @@ impl Record {
         if self.lifetime != Lifetime::Persistent {
             text.push_str(&format!("lifetime={}\n", self.lifetime.as_str()));
         }
+        if let Some(b) = &self.backing {
+            let access = if b.writable { "rw" } else { "ro" };
+            text.push_str(&format!(
+                "backing=file:{}\nbacking_access={access}\n",
+                name::escape(b.path.as_os_str())
+            ));
+        }
         text
     }
 
@@ -142,6 +161,7 @@ impl Record {
         let (mut name, mut uid, mut gid, mut mode, mut pid, mut created, mut commit, mut seq) =
             (None, None, None, None, None, None, None, None);
         let mut lifetime = Lifetime::Persistent;
+        let (mut backing, mut access) = (None, None);
         for line in lines {
             let Some((k, v)) = line.split_once('=') else {
                 return Err(format!("record line without '=': {line:?}"));
@@ -157,6 +177,22 @@ impl Record {
                 "commit" => commit = Some(Commit::parse(v).ok_or_else(bad)?),
                 "seq" => seq = Some(v.parse().map_err(|_| bad())?),
                 "lifetime" => lifetime = Lifetime::parse(v).ok_or_else(bad)?,
+                "backing" => {
+                    let path = v
+                        .strip_prefix("file:")
+                        .and_then(name::unescape)
+                        .map(PathBuf::from)
+                        .filter(|p| p.is_absolute())
+                        .ok_or_else(bad)?;
+                    backing = Some(path);
+                }
+                "backing_access" => {
+                    access = Some(match v {
+                        "rw" => true,
+                        "ro" => false,
+                        _ => return Err(bad()),
+                    })
+                }
                 _ => {}
             }
         }
@@ -173,6 +209,11 @@ impl Record {
             commit: commit.ok_or_else(|| missing("commit"))?,
             seq: seq.ok_or_else(|| missing("seq"))?,
             lifetime,
+            backing: match (backing, access) {
+                (Some(path), Some(writable)) => Some(FileBacking { path, writable }),
+                (None, None) => None,
+                _ => return Err("record has backing without backing_access, or the reverse".into()),
+            },
         })
     }
 }
@@ -788,6 +829,7 @@ mod tests {
             commit: Commit::Lazy,
             seq,
             lifetime: Lifetime::Persistent,
+            backing: None,
         }
     }
 
@@ -803,6 +845,18 @@ mod tests {
         };
         assert!(h.encode().contains("lifetime=handles\n"));
         assert_eq!(Record::decode(h.encode().as_bytes()), Ok(h));
+        let f = Record {
+            backing: Some(FileBacking {
+                path: "/srv/data\nfile".into(),
+                writable: false,
+            }),
+            ..record("f", 3)
+        };
+        let text = f.encode();
+        assert!(text.contains("backing=file:/srv/data\\nfile\nbacking_access=ro\n"));
+        assert_eq!(Record::decode(text.as_bytes()), Ok(f));
+        let relative = text.replace("file:/srv", "file:srv");
+        assert!(Record::decode(relative.as_bytes()).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use sectionfs::cli::{MountOptions, Passthrough};
 use sectionfs::error::Error;
 use sectionfs::name;
-use sectionfs::store::{Commit, Lifetime, Record};
+use sectionfs::store::{Commit, FileBacking, Lifetime, Record};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -266,6 +266,10 @@ fn record() -> impl Strategy<Value = Record> {
             } else {
                 Lifetime::Persistent
             },
+            backing: (seq % 3 == 0).then(|| FileBacking {
+                path: "/var/lib/data".into(),
+                writable: seq % 2 == 0,
+            }),
         })
 }
 
