@@ -5,6 +5,7 @@
 use crate::error::Error;
 use crate::meta::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::name;
+use crate::namespace;
 use crate::sections::{Attr, AttrChange, Caller, Kind, Opened, SIDECAR_BIT, Sections};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -102,10 +103,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
-        kind: match a.kind {
-            Kind::Directory => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
@@ -113,6 +111,14 @@ fn file_attr(a: &Attr) -> FileAttr {
         rdev: 0,
         blksize: 4096,
         flags: 0,
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Directory => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -138,7 +144,8 @@ fn absent() -> FileAttr {
 }
 
 fn ttl(ino: u64) -> Duration {
-    if ino & SIDECAR_BIT != 0 {
+    // `Local`'s size is the length of the caller's own target.
+    if ino & SIDECAR_BIT != 0 || ino == namespace::LOCAL_INO {
         SIDECAR_TTL
     } else {
         SECTION_TTL
@@ -222,10 +229,20 @@ impl fuser::Filesystem for SectionFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent != INodeNo::ROOT {
-            return reply.error(Errno::ENOENT);
+        if parent.0 == namespace::SESSIONS_INO {
+            // Never a negative entry here: a user's directory appears at its first use,
+            // which the kernel cannot see coming.
+            return match self.model.lookup_session(caller(req), name) {
+                Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &name, &e)),
+            };
         }
-        match self.model.lookup(caller(req), name) {
+        let found = self
+            .model
+            .namespace_of(parent.0)
+            .map_err(|_| Error::NotFound)
+            .and_then(|ns| self.model.lookup_in(caller(req), ns, name));
+        match found {
             Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
             Err(Error::NotFound) if name::sidecar_of(name).is_none() => {
                 // Inode 0: "no such entry", cached for the TTL.
@@ -282,7 +299,7 @@ impl fuser::Filesystem for SectionFs {
     fn mknod(
         &self,
         req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
@@ -297,7 +314,11 @@ impl fuser::Filesystem for SectionFs {
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
         let made = self
             .model
-            .create(caller(req), name, mode, umask, flags)
+            .namespace_of(parent.0)
+            .and_then(|ns| {
+                self.model
+                    .create_in(caller(req), ns, name, mode, umask, flags)
+            })
             .and_then(|(attr, opened)| self.model.release(opened.fh).map(|()| attr));
         match made {
             Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
@@ -317,28 +338,37 @@ impl fuser::Filesystem for SectionFs {
         reply.error(errno("mkdir", &name, &Error::NotSupported));
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.model.unlink(name) {
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let removed = self
+            .model
+            .namespace_of(parent.0)
+            .and_then(|ns| self.model.unlink_in(ns, name));
+        match removed {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", &name, &e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        // There are no directories below the root.
-        reply.error(errno("rmdir", &name, &Error::NotADirectory));
+        // The kernel answers ENOTDIR for a section itself: this is `Sessions` or a user's
+        // namespace, which stay.
+        reply.error(errno("rmdir", &name, &Error::NotSupported));
     }
 
     fn symlink(
         &self,
         req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
         // `ln -s /path/to/file NAME`: a section over that file.
-        match self.model.create_over_file(caller(req), link_name, target) {
+        let made = self.model.namespace_of(parent.0).and_then(|ns| {
+            self.model
+                .create_over_file(caller(req), ns, link_name, target)
+        });
+        match made {
             Ok(a) => {
                 // The kernel refuses (EIO) an answer to SYMLINK that is not a symlink, so
                 // this one entry says "symlink", valid for no time at all: the next path
@@ -357,9 +387,9 @@ impl fuser::Filesystem for SectionFs {
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         name: &OsStr,
-        _newparent: INodeNo,
+        newparent: INodeNo,
         newname: &OsStr,
         flags: RenameFlags,
         reply: ReplyEmpty,
@@ -370,8 +400,12 @@ impl fuser::Filesystem for SectionFs {
             // be told apart from a finished exchange. RENAME_WHITEOUT is for overlayfs.
             Err(Error::InvalidArgument)
         } else {
-            self.model
-                .rename(name, newname, flags & libc::RENAME_NOREPLACE != 0)
+            let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+            self.model.namespace_of(parent.0).and_then(|old_ns| {
+                let new_ns = self.model.namespace_of(newparent.0)?;
+                self.model
+                    .rename_in(old_ns, name, new_ns, newname, noreplace)
+            })
         };
         match result {
             Ok(()) => reply.ok(),
@@ -497,10 +531,17 @@ impl fuser::Filesystem for SectionFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if ino != INodeNo::ROOT {
-            return reply.error(errno("opendir", &self.inode(ino), &Error::NotADirectory));
+        match self.model.open_dir_of(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", &self.inode(ino), &e)),
         }
-        reply.opened(FileHandle(self.model.open_dir()), FopenFlags::empty());
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.model.readlink(caller(req), ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno("readlink", &self.inode(ino), &e)),
+        }
     }
 
     fn readdir(
@@ -516,11 +557,7 @@ impl fuser::Filesystem for SectionFs {
             Err(e) => return reply.error(errno("readdir", &self.inode(ino), &e)),
         };
         for (ino, kind, name, next) in entries {
-            let kind = match kind {
-                Kind::Directory => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-            };
-            if reply.add(INodeNo(ino), next, kind, &name) {
+            if reply.add(INodeNo(ino), next, file_type(kind), &name) {
                 break;
             }
         }
@@ -616,14 +653,18 @@ impl fuser::Filesystem for SectionFs {
     fn create(
         &self,
         req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (attr, opened) = match self.model.create(caller(req), name, mode, umask, flags) {
+        let made = self.model.namespace_of(parent.0).and_then(|ns| {
+            self.model
+                .create_in(caller(req), ns, name, mode, umask, flags)
+        });
+        let (attr, opened) = match made {
             Ok(r) => r,
             Err(e) => return reply.error(errno("create", &name, &e)),
         };

@@ -13,6 +13,7 @@ pub mod list;
 pub mod meta;
 pub mod mount;
 pub mod name;
+pub mod namespace;
 pub mod quota;
 pub mod sections;
 pub mod store;

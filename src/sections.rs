@@ -9,6 +9,7 @@ use crate::creds::{self, Identity};
 use crate::error::{Error, Result};
 use crate::meta::{Facts, IoMode, Status};
 use crate::name;
+use crate::namespace::{self, NS_BIT, Ns};
 use crate::quota::Quota;
 use crate::store::{self, Commit, FileBacking, Lifetime, Record, Store};
 use dashmap::DashMap;
@@ -46,6 +47,8 @@ impl Caller {
 pub enum Kind {
     Directory,
     File,
+    /// `Global` and `Local` only.
+    Symlink,
 }
 
 /// Attributes of an inode, in the model's terms.
@@ -84,8 +87,16 @@ enum Handle {
     },
     /// The sidecar text as it was when this handle was opened.
     Sidecar(Arc<[u8]>),
-    /// The section ids at opendir, in order: offsets index into it.
-    Dir(Arc<Vec<u64>>),
+    /// What a directory held at opendir: offsets index into it.
+    Dir(Arc<Listing>),
+}
+
+/// A directory's entries as they were at opendir.
+enum Listing {
+    /// The section ids of one namespace, in order.
+    Sections(Ns, Vec<u64>),
+    /// The user directories in `Sessions`.
+    Sessions(Vec<u32>),
 }
 
 /// Changes a setattr may ask for.
@@ -156,6 +167,9 @@ pub struct Sections {
     seq: AtomicU64,
     mounted_at: SystemTime,
     on_vanish: std::sync::OnceLock<VanishHook>,
+    /// The user namespaces (`Sessions/UID`) that exist: uid -> the gid shown as the
+    /// directory's group. Made on the user's first use, and for every uid with sections.
+    user_dirs: Mutex<HashMap<u32, u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +190,7 @@ impl Sections {
         let mut names = HashMap::with_capacity(scan.sections.len());
         let inodes = DashMap::with_capacity(scan.sections.len());
         let quota = Quota::new(options.user_quota);
+        let mut user_dirs = HashMap::new();
         for f in scan.sections {
             if f.record.lifetime == Lifetime::Handles {
                 // No handle survives a restart: the section went with the daemon, as a
@@ -219,7 +234,21 @@ impl Sections {
                     }
                 }
             }
-            names.insert(f.record.name.clone(), f.id);
+            if namespace::is_reserved(f.record.namespace, &f.record.name) {
+                log::warn!(
+                    "store: leaving {:?} aside: that name is reserved for a namespace \
+                     (rename it with an older sectionfs)",
+                    f.record.name
+                );
+                continue;
+            }
+            if let Some(uid) = f.record.namespace {
+                user_dirs.entry(uid).or_insert(f.record.gid);
+            }
+            names.insert(
+                namespace::key(f.record.namespace, &f.record.name).into_owned(),
+                f.id,
+            );
             let mut state = SectionState::new(f.record, Status::Created, 0);
             state.file = over.map(Arc::new);
             if quota.enabled() {
@@ -251,6 +280,7 @@ impl Sections {
             seq: AtomicU64::new(max_seq + 1),
             mounted_at: SystemTime::now(),
             on_vanish: std::sync::OnceLock::new(),
+            user_dirs: Mutex::new(user_dirs),
         })
     }
 
@@ -292,25 +322,35 @@ impl Sections {
             .ok_or(Error::NotFound)
     }
 
-    fn by_name(&self, name: &OsStr) -> Result<Arc<Section>> {
-        let id = *lock(&self.names).get(name).ok_or(Error::NotFound)?;
+    fn by_name(&self, ns: Ns, name: &OsStr) -> Result<Arc<Section>> {
+        let id = *lock(&self.names)
+            .get(&*namespace::key(ns, name))
+            .ok_or(Error::NotFound)?;
         self.section(id)
     }
 
-    /// Looks a name up; a section's entry counts as one kernel reference until forgotten.
+    /// Looks a name of the global namespace (the root) up.
     pub fn lookup(&self, caller: Caller, name: &OsStr) -> Result<Attr> {
+        self.lookup_in(caller, None, name)
+    }
+
+    /// Looks a name up; a section's entry counts as one kernel reference until forgotten.
+    pub fn lookup_in(&self, caller: Caller, ns: Ns, name: &OsStr) -> Result<Attr> {
+        if namespace::is_reserved(ns, name) {
+            return self.namespace_attr(caller, self.reserved_ino(name));
+        }
         if let Some(stem) = name::sidecar_of(name) {
             // The sidecar of a name too long to be a section is too long itself.
             if stem.len() > name::MAX_NAME_LEN {
                 return Err(Error::NameTooLong);
             }
-            let section = self.by_name(stem)?;
+            let section = self.by_name(ns, stem)?;
             return self.sidecar_attr(&section, caller);
         }
         if name.len() > name::MAX_NAME_LEN {
             return Err(Error::NameTooLong);
         }
-        let section = self.by_name(name)?;
+        let section = self.by_name(ns, name)?;
         let attr = self.section_attr(&section)?;
         let mut st = lock(&section.state);
         if !st.linked {
@@ -323,7 +363,7 @@ impl Sections {
     /// The name an inode goes by (a sidecar's is `NAME.meta`), for log lines; `None` for
     /// the root and for inodes the model no longer knows.
     pub fn name_of(&self, ino: u64) -> Option<OsString> {
-        if ino == ROOT_INO {
+        if ino == ROOT_INO || ino & NS_BIT != 0 {
             return None;
         }
         let section = self.section(ino & !SIDECAR_BIT).ok()?;
@@ -337,7 +377,7 @@ impl Sections {
 
     /// The kernel dropped `n` references to an inode.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
+        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
             return;
         }
         if let Ok(section) = self.section(ino) {
@@ -357,6 +397,9 @@ impl Sections {
     pub fn attr(&self, caller: Caller, ino: u64) -> Result<Attr> {
         if ino == ROOT_INO {
             return Ok(self.root_attr());
+        }
+        if ino & NS_BIT != 0 {
+            return self.namespace_attr(caller, ino);
         }
         let section = self.section(ino & !SIDECAR_BIT)?;
         if ino & SIDECAR_BIT != 0 {
@@ -438,7 +481,7 @@ impl Sections {
 
     /// What the sidecar says about the section `ino` to `caller`.
     pub fn facts(&self, caller: Caller, ino: u64) -> Result<Facts> {
-        if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
+        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
             return Err(Error::NoAttr);
         }
         self.facts_of(&*self.section(ino)?, caller)
@@ -467,8 +510,7 @@ impl Sections {
         })
     }
 
-    /// Open-or-create of `name` (the kernel's CREATE). Atomic with respect to every other
-    /// create, open and unlink: exactly one caller gets `Status::Created`.
+    /// Open-or-create of `name` in the global namespace.
     pub fn create(
         &self,
         caller: Caller,
@@ -477,11 +519,29 @@ impl Sections {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Opened)> {
+        self.create_in(caller, None, name, mode, umask, flags)
+    }
+
+    /// Open-or-create of `name` (the kernel's CREATE). Atomic with respect to every other
+    /// create, open and unlink: exactly one caller gets `Status::Created`.
+    pub fn create_in(
+        &self,
+        caller: Caller,
+        ns: Ns,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, Opened)> {
         name::validate(name)?;
+        if namespace::is_reserved(ns, name) {
+            return Err(Error::Exists);
+        }
+        let key = namespace::key(ns, name);
         // Read /proc before taking the namespace lock every create and unlink waits on.
         let pid = caller.process();
         let mut names = lock(&self.names);
-        if let Some(&id) = names.get(name) {
+        if let Some(&id) = names.get(&*key) {
             if flags & libc::O_EXCL != 0 {
                 return Err(Error::Exists);
             }
@@ -504,6 +564,7 @@ impl Sections {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             lifetime: self.options.lifetime,
             backing: None,
+            namespace: ns,
         };
         let (id, file) = self.store.create(&record)?;
         let file = Arc::new(file);
@@ -517,7 +578,7 @@ impl Sections {
             state: Mutex::new(state),
         });
         self.inodes.insert(id, Arc::clone(&section));
-        names.insert(name.to_os_string(), id);
+        names.insert(key.into_owned(), id);
         drop(names);
         let fh = self.add_handle(Handle::Section {
             ino: id,
@@ -541,16 +602,26 @@ impl Sections {
     /// they may write it, else read-only (and the section is then read-only for good). A
     /// relative target is a link among sections, which sectionfs does not offer.
     /// Private to its creator (0600, or 0400 read-only) until chmod.
-    pub fn create_over_file(&self, caller: Caller, name: &OsStr, target: &Path) -> Result<Attr> {
+    pub fn create_over_file(
+        &self,
+        caller: Caller,
+        ns: Ns,
+        name: &OsStr,
+        target: &Path,
+    ) -> Result<Attr> {
         name::validate(name)?;
         if !target.is_absolute() {
             return Err(Error::NotSupported);
         }
+        if namespace::is_reserved(ns, name) {
+            return Err(Error::Exists);
+        }
+        let key = namespace::key(ns, name);
         let who = Identity::of_caller(caller.uid, caller.gid, caller.pid);
         let (file, writable) = creds::open_as(&who, target)?;
         let pid = caller.process();
         let mut names = lock(&self.names);
-        if names.contains_key(name) {
+        if names.contains_key(&*key) {
             return Err(Error::Exists);
         }
         let record = Record {
@@ -567,6 +638,7 @@ impl Sections {
                 path: target.to_path_buf(),
                 writable,
             }),
+            namespace: ns,
         };
         // The store file is only the record's holder: the section's bytes are `file`'s.
         let (id, _placeholder) = self.store.create(&record)?;
@@ -579,7 +651,7 @@ impl Sections {
             state: Mutex::new(state),
         });
         self.inodes.insert(id, Arc::clone(&section));
-        names.insert(name.to_os_string(), id);
+        names.insert(key.into_owned(), id);
         drop(names);
         log::debug!(
             "section {name:?} over {} ({})",
@@ -591,7 +663,7 @@ impl Sections {
 
     /// Opens an existing section (the kernel's OPEN).
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<Opened> {
-        if ino & SIDECAR_BIT != 0 || ino == ROOT_INO {
+        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
             return Err(Error::BadHandle);
         }
         self.open_section(caller.process(), &*self.section(ino)?, flags)
@@ -710,32 +782,33 @@ impl Sections {
         let Ok(section) = self.section(id) else {
             return;
         };
-        let name = {
+        let (ns, name) = {
             // Checked again under the namespace lock: a create may have opened it since.
             let st = lock(&section.state);
             let still = st.handles == 0 && st.linked && st.record.lifetime == Lifetime::Handles;
-            if !still || names.get(&st.record.name) != Some(&id) {
+            let key = namespace::key(st.record.namespace, &st.record.name);
+            if !still || names.get(&*key) != Some(&id) {
                 return;
             }
-            st.record.name.clone()
+            (st.record.namespace, st.record.name.clone())
         };
         if let Err(e) = self.store.remove(id) {
             log::warn!("section {name:?}: its last handle closed, but cannot remove it: {e}");
             return;
         }
-        names.remove(&name);
+        names.remove(&*namespace::key(ns, &name));
         drop(names);
         self.unlinked(id);
         log::debug!("section {name:?}: last handle closed, name gone (lifetime=handles)");
         if let Some(hook) = self.on_vanish.get() {
-            hook(ROOT_INO, &name);
+            hook(namespace::dir_ino(ns), &name);
         }
     }
 
     /// `user.sectionfs.lifetime`: the owner (or root) chooses whether the section's name
     /// goes with its last handle. Set to `handles` while no handle is open, it goes now.
     pub fn set_lifetime(&self, caller: Caller, ino: u64, value: &[u8]) -> Result<()> {
-        if ino == ROOT_INO || ino & SIDECAR_BIT != 0 {
+        if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
             return Err(Error::ReadOnly);
         }
         let lifetime = std::str::from_utf8(value)
@@ -854,7 +927,7 @@ impl Sections {
     /// commit mode (the SEC_RESERVE commit, VirtualAlloc MEM_COMMIT), then, unless
     /// `keep_size`, grows the section to cover it. All or nothing: ENOSPC changes no size.
     pub fn allocate(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> Result<()> {
-        if ino == ROOT_INO || ino & SIDECAR_BIT != 0 {
+        if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
             return Err(Error::InvalidArgument);
         }
         let end = offset.checked_add(len).ok_or(Error::TooBig)?;
@@ -913,8 +986,8 @@ impl Sections {
     /// setattr: size (grow only), mode, owner, times. Permission checks are the kernel's
     /// (default_permissions); this applies what it let through, all or nothing.
     pub fn set_attr(&self, caller: Caller, ino: u64, change: AttrChange) -> Result<Attr> {
-        if ino == ROOT_INO || ino & SIDECAR_BIT != 0 {
-            return Err(if ino == ROOT_INO {
+        if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
+            return Err(if ino == ROOT_INO || ino & NS_BIT != 0 {
                 Error::NotSupported
             } else {
                 Error::ReadOnly
@@ -1001,17 +1074,26 @@ impl Sections {
         self.section_attr(&section)
     }
 
-    /// Removes a section's name. Handles and views keep the bytes until they close.
+    /// Removes a name of the global namespace.
     pub fn unlink(&self, name: &OsStr) -> Result<()> {
+        self.unlink_in(None, name)
+    }
+
+    /// Removes a section's name. Handles and views keep the bytes until they close.
+    pub fn unlink_in(&self, ns: Ns, name: &OsStr) -> Result<()> {
+        if namespace::is_reserved(ns, name) {
+            return Err(Error::NotSupported);
+        }
+        let key = namespace::key(ns, name);
         let mut names = lock(&self.names);
-        let Some(&id) = names.get(name) else {
+        let Some(&id) = names.get(&*key) else {
             return Err(match name::sidecar_of(name) {
-                Some(stem) if names.contains_key(stem) => Error::NotSupported,
+                Some(stem) if names.contains_key(&*namespace::key(ns, stem)) => Error::NotSupported,
                 _ => Error::NotFound,
             });
         };
         self.store.remove(id)?;
-        names.remove(name);
+        names.remove(&*key);
         drop(names);
         self.unlinked(id);
         Ok(())
@@ -1054,20 +1136,39 @@ impl Sections {
         self.quota.used(uid)
     }
 
-    /// Renames a section, replacing any section at `new` unless `noreplace`.
+    /// Renames a section of the global namespace.
     pub fn rename(&self, old: &OsStr, new: &OsStr, noreplace: bool) -> Result<()> {
+        self.rename_in(None, old, None, new, noreplace)
+    }
+
+    /// Renames a section, replacing any section at `new` unless `noreplace`; it may move
+    /// between namespaces.
+    pub fn rename_in(
+        &self,
+        old_ns: Ns,
+        old: &OsStr,
+        new_ns: Ns,
+        new: &OsStr,
+        noreplace: bool,
+    ) -> Result<()> {
+        if namespace::is_reserved(old_ns, old) || namespace::is_reserved(new_ns, new) {
+            return Err(Error::NotSupported);
+        }
+        let (old_key, new_key) = (namespace::key(old_ns, old), namespace::key(new_ns, new));
         let mut names = lock(&self.names);
-        let Some(&src) = names.get(old) else {
+        let Some(&src) = names.get(&*old_key) else {
             return Err(match name::sidecar_of(old) {
-                Some(stem) if names.contains_key(stem) => Error::NotSupported,
+                Some(stem) if names.contains_key(&*namespace::key(old_ns, stem)) => {
+                    Error::NotSupported
+                }
                 _ => Error::NotFound,
             });
         };
         name::validate(new)?;
-        if old == new {
+        if old_key == new_key {
             return Ok(());
         }
-        let target = names.get(new).copied();
+        let target = names.get(&*new_key).copied();
         if target.is_some() && noreplace {
             return Err(Error::Exists);
         }
@@ -1075,6 +1176,7 @@ impl Sections {
         let mut st = lock(&section.state);
         let mut record = st.record.clone();
         record.name = new.to_os_string();
+        record.namespace = new_ns;
         record.seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // The new record first: if the removal below never happens (crash), the next scan
         // sees two records for `new` and keeps this, the newer one.
@@ -1087,8 +1189,8 @@ impl Sections {
         }
         st.record = record;
         drop(st);
-        names.remove(old);
-        names.insert(new.to_os_string(), src);
+        names.remove(&*old_key);
+        names.insert(new_key.into_owned(), src);
         drop(names);
         if let Some(t) = target {
             self.unlinked(t);
@@ -1100,28 +1202,48 @@ impl Sections {
     /// are listed: 8 bytes per section, where a copy of every name cost 6 MiB per `ls` of
     /// 100,000 sections (kept by the allocator long after).
     pub fn open_dir(&self) -> u64 {
-        let mut ids: Vec<u64> = lock(&self.names).values().copied().collect();
+        self.open_ns_dir(None)
+    }
+
+    /// Snapshots one namespace's section ids (its names are keyed `UID/NAME`).
+    fn open_ns_dir(&self, ns: Ns) -> u64 {
+        let names = lock(&self.names);
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter(|(k, _)| namespace::key_in(ns, k))
+            .map(|(_, &id)| id)
+            .collect();
+        drop(names);
         ids.sort_unstable();
-        self.add_handle(Handle::Dir(Arc::new(ids)))
+        self.add_handle(Handle::Dir(Arc::new(Listing::Sections(ns, ids))))
     }
 
     /// Entries of a directory handle from `offset` on: (inode, kind, name, next offset).
-    /// Offsets 0 and 1 are `.` and `..`; then each section and its sidecar.
+    /// Offsets 0 and 1 are `.` and `..`; then each section and its sidecar. The root does
+    /// not list `Global`, `Local` and `Sessions`.
     pub fn read_dir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, Kind, OsString, u64)>> {
-        let ids = match self.handles.get(&fh).as_deref() {
-            Some(Handle::Dir(ids)) => Arc::clone(ids),
+        let listing = match self.handles.get(&fh).as_deref() {
+            Some(Handle::Dir(listing)) => Arc::clone(listing),
             _ => return Err(Error::BadHandle),
+        };
+        let (ns, ids) = match &*listing {
+            Listing::Sections(ns, ids) => (*ns, ids),
+            Listing::Sessions(uids) => return Ok(sessions_entries(uids, offset)),
+        };
+        let (dot, dotdot) = match ns {
+            None => (ROOT_INO, ROOT_INO),
+            Some(uid) => (namespace::user_dir_ino(uid), namespace::SESSIONS_INO),
         };
         let mut out = Vec::new();
         let total = 2 + 2 * ids.len() as u64;
         for off in offset..total {
             let entry = match off {
-                0 => (ROOT_INO, Kind::Directory, OsString::from(".")),
-                1 => (ROOT_INO, Kind::Directory, OsString::from("..")),
+                0 => (dot, Kind::Directory, OsString::from(".")),
+                1 => (dotdot, Kind::Directory, OsString::from("..")),
                 n => {
                     let id = ids[((n - 2) / 2) as usize];
-                    // Gone since opendir (unlinked, or replaced by a rename): not listed.
-                    let Some(name) = self.linked_name(id) else {
+                    // Gone since opendir (unlinked, replaced or moved by a rename): not listed.
+                    let Some(name) = self.linked_name(id, ns) else {
                         continue;
                     };
                     if n % 2 == 0 {
@@ -1141,15 +1263,133 @@ impl Sections {
     }
 
     /// A section's current name, unless it has lost it.
-    fn linked_name(&self, id: u64) -> Option<OsString> {
+    fn linked_name(&self, id: u64, ns: Ns) -> Option<OsString> {
         let section = self.section(id).ok()?;
         let st = lock(&section.state);
-        st.linked.then(|| st.record.name.clone())
+        (st.linked && st.record.namespace == ns).then(|| st.record.name.clone())
     }
 
     pub fn release_dir(&self, fh: u64) {
         self.handles.remove(&fh);
     }
+}
+
+/// The namespaces: `Global` and `Local` at the root, `Sessions/UID` (see namespace.rs).
+impl Sections {
+    /// The namespace whose names are the entries of directory `parent`: the root's, or
+    /// a user directory's. `Sessions` holds directories only: nothing is made there.
+    pub fn namespace_of(&self, parent: u64) -> Result<Ns> {
+        if parent == ROOT_INO {
+            return Ok(None);
+        }
+        if parent == namespace::SESSIONS_INO {
+            return Err(Error::NotSupported);
+        }
+        match namespace::user_of(parent) {
+            Some(uid) if lock(&self.user_dirs).contains_key(&uid) => Ok(Some(uid)),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    fn reserved_ino(&self, name: &OsStr) -> u64 {
+        if name == namespace::GLOBAL {
+            namespace::GLOBAL_INO
+        } else if name == namespace::LOCAL {
+            namespace::LOCAL_INO
+        } else {
+            namespace::SESSIONS_INO
+        }
+    }
+
+    /// A name in `Sessions`: a user's directory. It is made when its own user first
+    /// looks for it (following `Local` does), and exists for nobody else until then.
+    pub fn lookup_session(&self, caller: Caller, name: &OsStr) -> Result<Attr> {
+        let uid = namespace::parse_uid(name).ok_or(Error::NotFound)?;
+        let mut dirs = lock(&self.user_dirs);
+        if let std::collections::hash_map::Entry::Vacant(e) = dirs.entry(uid) {
+            if caller.uid != uid {
+                return Err(Error::NotFound);
+            }
+            e.insert(caller.gid);
+            log::debug!("namespace of uid {uid}: made on first use");
+        }
+        drop(dirs);
+        self.namespace_attr(caller, namespace::user_dir_ino(uid))
+    }
+
+    /// Where a link leads: `Global` to the root itself, `Local` to the caller's own
+    /// directory. The kernel asks at every path walk (no FUSE_CACHE_SYMLINKS), so each
+    /// caller gets its own answer.
+    pub fn readlink(&self, caller: Caller, ino: u64) -> Result<Vec<u8>> {
+        match ino {
+            namespace::GLOBAL_INO => Ok(b".".to_vec()),
+            namespace::LOCAL_INO => Ok(namespace::local_target(caller.uid)),
+            _ => Err(Error::InvalidArgument),
+        }
+    }
+
+    /// Opens a directory for reading: the root, `Sessions`, or a user directory.
+    pub fn open_dir_of(&self, ino: u64) -> Result<u64> {
+        if ino == namespace::SESSIONS_INO {
+            let mut uids: Vec<u32> = lock(&self.user_dirs).keys().copied().collect();
+            uids.sort_unstable();
+            return Ok(self.add_handle(Handle::Dir(Arc::new(Listing::Sessions(uids)))));
+        }
+        match self.namespace_of(ino) {
+            Ok(ns) => Ok(self.open_ns_dir(ns)),
+            Err(_) => Err(Error::NotADirectory),
+        }
+    }
+
+    fn namespace_attr(&self, caller: Caller, ino: u64) -> Result<Attr> {
+        let root = self.root_attr();
+        let link = |size: usize| Attr {
+            ino,
+            kind: Kind::Symlink,
+            size: size as u64,
+            perm: 0o777,
+            nlink: 1,
+            ..root
+        };
+        Ok(match ino {
+            namespace::GLOBAL_INO => link(1),
+            namespace::LOCAL_INO => link(namespace::local_target(caller.uid).len()),
+            // Users may pass through to their own directory, not list the others.
+            namespace::SESSIONS_INO => Attr {
+                ino,
+                perm: 0o711,
+                ..root
+            },
+            _ => {
+                let uid = namespace::user_of(ino).ok_or(Error::NotFound)?;
+                let gid = *lock(&self.user_dirs).get(&uid).ok_or(Error::NotFound)?;
+                Attr {
+                    ino,
+                    perm: 0o700,
+                    uid,
+                    gid,
+                    ..root
+                }
+            }
+        })
+    }
+}
+
+/// The entries of `Sessions` from `offset` on.
+fn sessions_entries(uids: &[u32], offset: u64) -> Vec<(u64, Kind, OsString, u64)> {
+    let dots = [
+        (namespace::SESSIONS_INO, OsString::from(".")),
+        (ROOT_INO, OsString::from("..")),
+    ];
+    let dirs = uids
+        .iter()
+        .map(|&u| (namespace::user_dir_ino(u), OsString::from(u.to_string())));
+    dots.into_iter()
+        .chain(dirs)
+        .enumerate()
+        .skip(offset as usize)
+        .map(|(i, (ino, name))| (ino, Kind::Directory, name, i as u64 + 1))
+        .collect()
 }
 
 impl SectionState {
@@ -1439,6 +1679,75 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn namespaces_keep_their_names_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        let b = Caller { uid: 1001, ..B };
+        assert!(matches!(
+            m.namespace_of(namespace::user_dir_ino(1000)),
+            Err(Error::NotFound)
+        ));
+        // A's directory appears at A's first look, for A only.
+        assert!(matches!(
+            m.lookup_session(b, os("1000")),
+            Err(Error::NotFound)
+        ));
+        let dir = m.lookup_session(A, os("1000")).unwrap();
+        assert_eq!(
+            (dir.kind, dir.perm, dir.uid),
+            (Kind::Directory, 0o700, 1000)
+        );
+        m.lookup_session(b, os("1001")).unwrap();
+        let (a, _) = m
+            .create_in(A, Some(1000), os("n"), 0o600, 0, libc::O_RDWR)
+            .unwrap();
+        let (bb, _) = m
+            .create_in(b, Some(1001), os("n"), 0o600, 0, libc::O_RDWR)
+            .unwrap();
+        let (g, _) = m.create(A, os("n"), 0o600, 0, libc::O_RDWR).unwrap();
+        assert!(a.ino != bb.ino && a.ino != g.ino);
+        assert_eq!(m.lookup_in(A, Some(1000), os("n")).unwrap().ino, a.ino);
+        assert_eq!(m.lookup(A, os("n")).unwrap().ino, g.ino);
+        // The reserved names are links and a directory, never sections.
+        assert_eq!(m.lookup(A, os("Local")).unwrap().kind, Kind::Symlink);
+        assert_eq!(
+            m.readlink(b, namespace::LOCAL_INO).unwrap(),
+            b"Sessions/1001"
+        );
+        assert!(matches!(
+            m.create(A, os("Global"), 0o600, 0, libc::O_RDWR),
+            Err(Error::Exists)
+        ));
+        assert!(matches!(m.unlink(os("Sessions")), Err(Error::NotSupported)));
+        // Each directory lists its own names.
+        let list = |ino| {
+            let fh = m.open_dir_of(ino).unwrap();
+            let names: Vec<_> = m
+                .read_dir(fh, 0)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.2)
+                .collect();
+            m.release_dir(fh);
+            names
+        };
+        assert_eq!(list(ROOT_INO), [".", "..", "n", "n.meta"]);
+        assert_eq!(
+            list(namespace::user_dir_ino(1001)),
+            [".", "..", "n", "n.meta"]
+        );
+        assert_eq!(list(namespace::SESSIONS_INO), [".", "..", "1000", "1001"]);
+        // A move to another namespace, and back after a restart.
+        m.rename_in(Some(1000), os("n"), None, os("from_a"), false)
+            .unwrap();
+        drop(m);
+        let m = model(tmp.path());
+        assert_eq!(m.lookup(A, os("from_a")).unwrap().ino, a.ino);
+        assert_eq!(m.lookup_in(b, Some(1001), os("n")).unwrap().ino, bb.ino);
+        assert!(m.namespace_of(namespace::user_dir_ino(1001)).is_ok());
     }
 
     fn tracked(m: &Sections, ino: u64) -> usize {

@@ -116,6 +116,9 @@ pub struct Record {
     /// Set for a section over an existing file: its store file is then an empty
     /// placeholder that carries this record. Written only when set.
     pub backing: Option<FileBacking>,
+    /// The per-user namespace (`Local`) the name is in: `Some(uid)`; `None` is the global
+    /// one (the root). Written only when set.
+    pub namespace: Option<u32>,
 }
 
 impl Record {
@@ -140,6 +143,9 @@ impl Record {
         if self.lifetime != Lifetime::Persistent {
             text.push_str(&format!("lifetime={}\n", self.lifetime.as_str()));
         }
+        if let Some(uid) = self.namespace {
+            text.push_str(&format!("ns=uid:{uid}\n"));
+        }
         if let Some(b) = &self.backing {
             let access = if b.writable { "rw" } else { "ro" };
             text.push_str(&format!(
@@ -162,6 +168,7 @@ impl Record {
             (None, None, None, None, None, None, None, None);
         let mut lifetime = Lifetime::Persistent;
         let (mut backing, mut access) = (None, None);
+        let mut namespace = None;
         for line in lines {
             let Some((k, v)) = line.split_once('=') else {
                 return Err(format!("record line without '=': {line:?}"));
@@ -177,6 +184,10 @@ impl Record {
                 "commit" => commit = Some(Commit::parse(v).ok_or_else(bad)?),
                 "seq" => seq = Some(v.parse().map_err(|_| bad())?),
                 "lifetime" => lifetime = Lifetime::parse(v).ok_or_else(bad)?,
+                "ns" => {
+                    let uid = v.strip_prefix("uid:").and_then(|u| u.parse().ok());
+                    namespace = Some(uid.ok_or_else(bad)?);
+                }
                 "backing" => {
                     let path = v
                         .strip_prefix("file:")
@@ -214,6 +225,7 @@ impl Record {
                 (None, None) => None,
                 _ => return Err("record has backing without backing_access, or the reverse".into()),
             },
+            namespace,
         })
     }
 }
@@ -338,10 +350,13 @@ impl Store {
         }
         self.next_id.store(max_id + 1, Ordering::Relaxed);
 
-        // By name, then newest first; of equal seqs the lower (older) id first.
+        // By namespace and name, then newest first; of equal seqs the lower (older) id
+        // first.
         scan.sections.sort_by(|a, b| {
-            (&a.record.name, b.record.seq, a.id).cmp(&(&b.record.name, a.record.seq, b.id))
+            let (ra, rb) = (&a.record, &b.record);
+            (ra.namespace, &ra.name, rb.seq, a.id).cmp(&(rb.namespace, &rb.name, ra.seq, b.id))
         });
+        let same_name = |a: &Record, b: &Record| a.namespace == b.namespace && a.name == b.name;
         let mut kept: Vec<Found> = Vec::with_capacity(scan.sections.len());
         let mut copies = Vec::new();
         for f in scan.sections.drain(..) {
@@ -349,12 +364,13 @@ impl Store {
                 // No rename gives two records one seq: this is a copy (or a second link)
                 // of a section file, not a crash to repair. Keep the first, touch neither.
                 Some(winner)
-                    if winner.record.name == f.record.name && winner.record.seq == f.record.seq =>
+                    if same_name(&winner.record, &f.record)
+                        && winner.record.seq == f.record.seq =>
                 {
                     let why = format!("holds the same record as {} (a copy?)", id_name(winner.id));
                     copies.push((id_name(f.id).into(), why));
                 }
-                Some(winner) if winner.record.name == f.record.name => {
+                Some(winner) if same_name(&winner.record, &f.record) => {
                     log::warn!(
                         "store: {} and {} both hold {:?}: keeping the newer rename, removing {}",
                         id_name(winner.id),
@@ -830,6 +846,7 @@ mod tests {
             seq,
             lifetime: Lifetime::Persistent,
             backing: None,
+            namespace: None,
         }
     }
 
@@ -855,6 +872,12 @@ mod tests {
         let text = f.encode();
         assert!(text.contains("backing=file:/srv/data\\nfile\nbacking_access=ro\n"));
         assert_eq!(Record::decode(text.as_bytes()), Ok(f));
+        let local = Record {
+            namespace: Some(1000),
+            ..record("l", 4)
+        };
+        assert!(local.encode().contains("ns=uid:1000\n"));
+        assert_eq!(Record::decode(local.encode().as_bytes()), Ok(local));
         let relative = text.replace("file:/srv", "file:srv");
         assert!(Record::decode(relative.as_bytes()).is_err());
     }

@@ -270,6 +270,7 @@ fn record() -> impl Strategy<Value = Record> {
                 path: "/var/lib/data".into(),
                 writable: seq % 2 == 0,
             }),
+            namespace: (seq % 5 == 0).then_some(uid),
         })
 }
 
