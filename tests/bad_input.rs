@@ -460,6 +460,29 @@ fn rows(big: i32) -> Vec<Row> {
             "",
             |fx| getxattr(fx, "victim.meta", "user.sectionfs.status"),
         ),
+        row(
+            "setxattr user.sectionfs.lifetime with a value not persistent/handles",
+            EINVAL,
+            d,
+            "\"user.sectionfs.lifetime\"",
+            |fx| setxattr(fx, "victim", "user.sectionfs.lifetime"),
+        ),
+        row(
+            "`ln -s` to a directory, fifo, device, or anything not a regular file",
+            EINVAL,
+            d,
+            "\"soft\"",
+            // SAFETY: NUL-terminated paths.
+            |fx| rc(unsafe { libc::symlink(c"/".as_ptr(), fx.c("soft").as_ptr()) }),
+        ),
+        row(
+            "unlink `Global` (a reserved name at the root)",
+            EPERM,
+            d,
+            "\"Global\"",
+            // SAFETY: NUL-terminated path.
+            |fx| rc(unsafe { libc::unlink(fx.c("Global").as_ptr()) }),
+        ),
     ]
 }
 
