@@ -16,6 +16,7 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -460,10 +461,23 @@ impl fuser::Filesystem for SectionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.model.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &self.inode(ino), &e)),
+        thread_local! {
+            /// Each worker's read buffer, grown to the largest read and reused: a data
+            /// request allocates nothing.
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
+        BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self
+                .model
+                .read_into(fh.0, offset, &mut buf[..size as usize])
+            {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno("read", &self.inode(ino), &e)),
+            }
+        })
     }
 
     fn write(
