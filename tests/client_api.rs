@@ -11,14 +11,6 @@ use std::io::ErrorKind;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Runs this file's tests one at a time. A process spawned by one test thread holds
-/// copies of every open fd of the test binary until it execs, so a parallel test's
-/// umount could find its mount busy.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn page() -> u64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
@@ -33,7 +25,7 @@ unsafe fn cell(view: &client::MmapRaw) -> &AtomicU64 {
 
 #[test]
 fn create_open_grow_and_map() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }
@@ -130,7 +122,7 @@ fn create_open_grow_and_map() {
 
 #[test]
 fn counter_shared_by_threads_and_processes() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }

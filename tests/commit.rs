@@ -128,19 +128,12 @@ fn check(path: &Path, off: u64, len: u64, byte: u8) {
     assert_eq!(out, "ok\n");
 }
 
-/// One test of this file at a time: a process another test thread spawns holds copies of
-/// this thread's fds between its fork and exec, which can make an unmount here EBUSY.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[test]
 fn eager_growth_is_allocated_or_fails_changing_nothing() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=eager"));
@@ -200,7 +193,7 @@ fn eager_write_past_the_end() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=eager"));
@@ -232,7 +225,7 @@ fn lazy_growth_fits_where_eager_does_not() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         for (commit, fits) in [("eager", false), ("lazy", true)] {
             let small = SmallStore::new();
@@ -265,7 +258,7 @@ fn lazy_storage_is_taken_on_first_touch() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=lazy"));

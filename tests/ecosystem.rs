@@ -13,14 +13,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Runs this file's tests one at a time. A process spawned by one test thread holds
-/// copies of every open fd of the test binary until it execs, so a parallel test's
-/// umount could find its mount busy.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn manifest() -> &'static Path {
@@ -165,7 +157,7 @@ fn require_mount_fuse3() {
 
 #[test]
 fn mount8_and_fstab_through_mount_fuse3() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }
@@ -245,7 +237,7 @@ fn mount8_and_fstab_through_mount_fuse3() {
 
 #[test]
 fn mount_and_unmount_scripts() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }
@@ -311,7 +303,7 @@ fn mount_and_unmount_scripts() {
 
 #[test]
 fn install_script_installs_and_uninstalls() {
-    let _serial = serial();
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("prefix");
     let units = dir.path().join("units");
@@ -353,7 +345,7 @@ fn install_script_installs_and_uninstalls() {
 
 #[test]
 fn scripts_are_strict_and_never_kill_by_name() {
-    let _serial = serial();
+    let _serial = common::serial();
     for entry in fs::read_dir(manifest().join("mount-scripts")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "sh") {
@@ -420,7 +412,7 @@ impl Drop for UnitDaemon {
 
 #[test]
 fn systemd_unit() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }
@@ -545,7 +537,7 @@ fn wait_child(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn df_list_help_and_version() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }

@@ -11,14 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-/// Runs this file's tests one at a time. A process spawned by one test thread holds
-/// copies of every open fd of the test binary until it execs, so a parallel test's
-/// umount could find its mount busy.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 const ROUNDS: u32 = 1500;
 
 fn manifest() -> &'static Path {
@@ -126,7 +118,7 @@ fn value<'a>(out: &'a [(String, String)], key: &str) -> &'a str {
 
 #[test]
 fn examples_share_one_counter() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }
@@ -185,7 +177,7 @@ fn examples_share_one_counter() {
 
 #[test]
 fn examples_refuse_bad_input() {
-    let _serial = serial();
+    let _serial = common::serial();
     if !common::require_fuse() {
         return;
     }

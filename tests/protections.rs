@@ -41,19 +41,12 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// One test of this file at a time: a process another test thread spawns holds copies of
-/// this thread's fds between its fork and exec, which can make an unmount here EBUSY.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[test]
 fn a_read_only_handle_cannot_write_or_map_for_writing() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("RO");
@@ -74,7 +67,7 @@ fn mode_bits_without_write_make_a_section_read_only() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(&format!("allow_other,{opts}"));
         // The mount lives in a private (0700) temp dir: let the other user reach it.
@@ -117,7 +110,7 @@ fn private_views_see_the_section_and_keep_their_writes() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("Cow");
@@ -155,7 +148,7 @@ fn an_empty_section_opens_grows_and_faults_when_touched() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("Empty");

@@ -45,19 +45,12 @@ fn wait_no_handles(mnt: &Path, name: &str) {
     }
 }
 
-/// One test of this file at a time: a process another test thread spawns holds copies of
-/// this thread's fds between its fork and exec, which can make an unmount here EBUSY.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[test]
 fn exactly_one_of_many_concurrent_creators_gets_created() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     let probe = c_program("view_probe");
     for opts in modes() {
         let m = Mount::new(opts);
@@ -118,7 +111,7 @@ fn exclusive_create_and_open_of_a_missing_name() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("Excl");
@@ -161,7 +154,7 @@ fn status_is_per_process_while_it_holds_a_handle() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("S");
@@ -267,7 +260,7 @@ fn a_thread_sees_the_answer_its_sibling_threads_open_got() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("Threads");
@@ -291,7 +284,7 @@ fn per_process_answers_are_forgotten_when_handles_close() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     const PROCESSES: usize = 20;
     for opts in modes() {
         let m = Mount::new(opts);
@@ -325,7 +318,7 @@ fn xattrs_mirror_the_sidecar() {
     if !common::require_fuse() {
         return;
     }
-    let _serial = serial();
+    let _serial = common::serial();
     for opts in modes() {
         let m = Mount::new(opts);
         let path = m.section("Attrs");

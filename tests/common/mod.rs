@@ -679,3 +679,12 @@ pub fn crc32(bytes: &[u8]) -> u32 {
         table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
     })
 }
+
+/// Runs a test file's tests one at a time, for files whose tests spawn many processes: a
+/// process spawned by one test thread holds copies of every open fd of the test binary
+/// until it execs, which keeps another test's mount busy for that moment (the guard
+/// retries such an EBUSY, but serial tests also keep 2 cores from thrashing).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
