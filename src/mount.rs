@@ -343,8 +343,6 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// On SIGINT/SIGTERM/SIGHUP: unmount. If files are still in use, detach lazily: the
-/// daemon keeps serving them and exits when the last one goes.
 /// Names that go away by themselves (lifetime=handles) are still in the kernel's dentry
 /// cache: a thread of its own tells the kernel, since a worker that writes a notification
 /// can wait on a directory lock held by a request only the workers can answer.
@@ -372,6 +370,8 @@ fn spawn_invalidator(model: &Sections, notifier: fuser::Notifier) {
     }
 }
 
+/// On SIGINT/SIGTERM/SIGHUP: unmount. If files are still in use, detach lazily: the
+/// daemon keeps serving them and exits when the last one goes.
 fn spawn_signal_thread(set: libc::sigset_t, mnt: CString) {
     let spawned = std::thread::Builder::new()
         .name("signals".into())

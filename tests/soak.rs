@@ -53,6 +53,13 @@ fn soak(opts: &str) {
         .unwrap_or(1);
     let mount = Mount::new(opts);
     let pid = mount.pid();
+    // The mount is visible before fuser's workers open their cloned /dev/fuse fds: one
+    // answered request proves they are serving, so the start count includes them. A
+    // lookup of a missing name opens nothing that a late RELEASE would close again.
+    assert!(
+        !mount.section("soak-warmup").exists(),
+        "a fresh mount is empty"
+    );
     let start = Usage::of(pid);
     eprintln!(
         "soak ({opts}): {WORKERS} workers for {secs} s, seed {seed}; daemon at start: {start}"
