@@ -342,9 +342,13 @@ impl Store {
                 self.damaged(&mut scan, fname, "not a section file".into());
                 continue;
             };
-            max_id = max_id.max(id);
             match self.read_record(id) {
-                Ok(record) => scan.sections.push(Found { id, record }),
+                Ok(record) => {
+                    // Only healthy ids count: a stray file named with the largest id must
+                    // not use up the id space. `create` steps over ids still taken.
+                    max_id = max_id.max(id);
+                    scan.sections.push(Found { id, record })
+                }
                 Err(why) => self.damaged(&mut scan, fname, why),
             }
         }
@@ -439,11 +443,6 @@ impl Store {
     /// Creates a section's backing file with its record, atomically: the file appears in
     /// the store only once its record is on it. Returns its id and an open handle.
     pub fn create(&self, record: &Record) -> Result<(u64, File)> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if id > MAX_ID {
-            return Err(Error::NoSpace);
-        }
-        let fname = id_cstring(id);
         // An unnamed file gets its record first, then a name: a crash leaves nothing behind.
         // SAFETY: plain syscall on a valid directory fd and a NUL-terminated path.
         let fd = unsafe {
@@ -458,8 +457,15 @@ impl Store {
             // SAFETY: fd was just returned by openat and is owned by nobody else.
             let file = unsafe { File::from_raw_fd(fd) };
             set_record(&file, record)?;
-            self.link_tmpfile(&file, &fname)?;
-            return Ok((id, file));
+            // An id may still be taken by a damaged entry left aside at start-up.
+            loop {
+                let id = self.fresh_id()?;
+                match self.link_tmpfile(&file, &id_cstring(id)) {
+                    Ok(()) => return Ok((id, file)),
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         let err = io::Error::last_os_error();
         if !matches!(
@@ -470,18 +476,30 @@ impl Store {
         }
         // No O_TMPFILE on this filesystem: create by name. A crash between the two calls
         // leaves a file without a record, which the next scan reports and leaves aside.
-        // SAFETY: as above.
-        let fd = unsafe {
-            libc::openat(
-                self.dir.as_raw_fd(),
-                fname.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                0o600,
-            )
+        let (id, fd) = loop {
+            let id = self.fresh_id()?;
+            let fname = id_cstring(id);
+            // SAFETY: as above.
+            let fd = unsafe {
+                libc::openat(
+                    self.dir.as_raw_fd(),
+                    fname.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_RDWR
+                        | libc::O_CLOEXEC
+                        | libc::O_NOFOLLOW,
+                    0o600,
+                )
+            };
+            if fd >= 0 {
+                break (id, fd);
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e.into());
+            }
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
         // SAFETY: fd was just returned by openat.
         let file = unsafe { File::from_raw_fd(fd) };
         if let Err(e) = set_record(&file, record) {
@@ -492,6 +510,15 @@ impl Store {
     }
 
     /// Gives an O_TMPFILE its name in `sections/`.
+    /// The next unused id, or ENOSPC once the id space is spent.
+    fn fresh_id(&self) -> Result<u64> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id > MAX_ID {
+            return Err(Error::NoSpace);
+        }
+        Ok(id)
+    }
+
     fn link_tmpfile(&self, file: &File, fname: &CString) -> io::Result<()> {
         let dir = self.dir.as_raw_fd();
         if self.link_by_fd.load(Ordering::Relaxed) {
@@ -892,6 +919,23 @@ mod tests {
         assert!(Record::decode(good.replace("name=x", "name=a.meta").as_bytes()).is_err());
         // Unknown keys are fine.
         assert!(Record::decode(format!("{good}future=1\n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn damaged_entries_neither_spend_nor_block_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("s");
+        let (a, _) = Store::open(&root).unwrap().create(&record("a", 1)).unwrap();
+        // Damage at the largest id and at the id the next create would take.
+        std::fs::write(root.join("sections").join(id_name(MAX_ID)), b"").unwrap();
+        std::fs::write(root.join("sections").join(id_name(a + 1)), b"").unwrap();
+        let store = Store::open(&root).unwrap();
+        assert_eq!(store.scan().unwrap().damaged.len(), 2);
+        let (b, _) = store.create(&record("b", 2)).unwrap();
+        assert_eq!(b, a + 2, "steps over the damaged entry");
+        let scan = store.scan().unwrap();
+        assert_eq!(scan.sections.len(), 2);
+        assert_eq!(scan.damaged.len(), 2, "damage is left untouched");
     }
 
     #[test]
