@@ -40,6 +40,8 @@ pub enum Error {
     XattrNotSupported,
     /// An extended attribute that does not exist.
     NoAttr,
+    /// An ioctl: a section is not a device (Python and others probe every file with TCGETS).
+    NoIoctl,
     /// A value that does not fit the caller's buffer.
     Range,
     /// A handle or inode the kernel should not have sent (a stale handle).
@@ -81,6 +83,7 @@ impl Error {
             Error::NotADirectory => libc::ENOTDIR,
             Error::XattrNotSupported => libc::EOPNOTSUPP,
             Error::NoAttr => libc::ENODATA,
+            Error::NoIoctl => libc::ENOTTY,
             Error::Range => libc::ERANGE,
             Error::BadHandle => libc::EBADF,
             Error::Io(e) => match e.raw_os_error() {
@@ -126,6 +129,7 @@ impl fmt::Display for Error {
             Error::NotADirectory => "not a directory",
             Error::XattrNotSupported => "only user.sectionfs.* attributes exist",
             Error::NoAttr => "no such attribute",
+            Error::NoIoctl => "no ioctls on sections",
             Error::Range => "value larger than the buffer",
             Error::BadHandle => "stale handle",
             Error::Io(e) => return write!(f, "store I/O: {e}"),

@@ -249,7 +249,6 @@ impl fuser::Filesystem for SectionFs {
                 // Inode 0: "no such entry", cached for the TTL.
                 reply.entry(&NEGATIVE_TTL, &absent(), Generation(0))
             }
-            Err(Error::NotFound) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(errno("lookup", &name, &e)),
         }
     }
@@ -642,7 +641,6 @@ impl fuser::Filesystem for SectionFs {
             });
         match value {
             Ok(v) => reply_xattr(reply, v.as_bytes(), size),
-            Err(Error::NoAttr) => reply.error(Errno::from_i32(libc::ENODATA)),
             Err(e) => reply.error(errno("getxattr", &(self.inode(ino), name), &e)),
         }
     }
@@ -705,8 +703,8 @@ impl fuser::Filesystem for SectionFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // Python and others probe every file with TCGETS; a section is not a terminal.
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        // Python and others probe every file with TCGETS: an answer, not worth a log line.
+        reply.error(Errno::from_i32(Error::NoIoctl.errno()));
     }
 
     fn fallocate(
@@ -740,7 +738,7 @@ fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
     if size == 0 {
         reply.size(value.len() as u32);
     } else if value.len() > size as usize {
-        reply.error(Errno::from_i32(libc::ERANGE));
+        reply.error(Errno::from_i32(Error::Range.errno()));
     } else {
         reply.data(value);
     }
