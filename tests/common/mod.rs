@@ -269,20 +269,7 @@ impl Mount {
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.exit.is_some() {
-                return self.exit;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exit = Some(status);
-                return self.exit;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(POLL);
-        }
+        wait_child(&mut self.child, &mut self.exit, timeout)
     }
 
     /// SIGKILL to our own child only (`Child::kill`), never by name.
@@ -687,4 +674,27 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits up to `timeout` for `child` to exit, remembering its status in `exit` (a reaped
+/// child's PID may belong to another process: never signal it after this says it ended).
+pub fn wait_child(
+    child: &mut Child,
+    exit: &mut Option<ExitStatus>,
+    timeout: Duration,
+) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if exit.is_some() {
+            return *exit;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            *exit = Some(status);
+            return *exit;
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(POLL);
+    }
 }

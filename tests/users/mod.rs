@@ -353,20 +353,7 @@ impl UserMount {
     }
 
     fn wait_exit(&mut self) -> Option<ExitStatus> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if self.exit.is_some() {
-                return self.exit;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exit = Some(status);
-                return self.exit;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(POLL);
-        }
+        common::wait_child(&mut self.child, &mut self.exit, DEADLINE)
     }
 
     /// Detaches the mount and kills our own child, for a failed start or a failed test.
