@@ -79,18 +79,16 @@ impl Section {
         size: u64,
         mode: u32,
     ) -> io::Result<(Section, bool)> {
-        let path = section_path(mount.as_ref(), name.as_ref())?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(mode)
-            .open(&path)?;
-        let section = Section {
-            file,
-            path,
-            writable: true,
-        };
+        let section = Section::open_with(
+            mount.as_ref(),
+            name.as_ref(),
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(mode),
+            true,
+        )?;
         let created = section.meta()?.status == Status::Created;
         section.grow(size)?;
         Ok((section, created))
@@ -104,18 +102,16 @@ impl Section {
         size: u64,
         mode: u32,
     ) -> io::Result<Section> {
-        let path = section_path(mount.as_ref(), name.as_ref())?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)?;
-        let section = Section {
-            file,
-            path,
-            writable: true,
-        };
+        let section = Section::open_with(
+            mount.as_ref(),
+            name.as_ref(),
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode),
+            true,
+        )?;
         section.grow(size)?;
         Ok(section)
     }
@@ -132,19 +128,35 @@ impl Section {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn open(mount: impl AsRef<Path>, name: impl AsRef<OsStr>) -> io::Result<Section> {
-        Section::open_with(mount.as_ref(), name.as_ref(), true)
+        Section::open_with(
+            mount.as_ref(),
+            name.as_ref(),
+            OpenOptions::new().read(true).write(true),
+            true,
+        )
     }
 
     /// Opens an existing section for reading only (`FILE_MAP_READ`): its views are
     /// read-only, and [`Section::grow`] past its size fails with `EINVAL` (the kernel's
     /// answer to `ftruncate` on a read-only handle).
     pub fn open_read_only(mount: impl AsRef<Path>, name: impl AsRef<OsStr>) -> io::Result<Section> {
-        Section::open_with(mount.as_ref(), name.as_ref(), false)
+        Section::open_with(
+            mount.as_ref(),
+            name.as_ref(),
+            OpenOptions::new().read(true),
+            false,
+        )
     }
 
-    fn open_with(mount: &Path, name: &OsStr, writable: bool) -> io::Result<Section> {
+    /// Opens with `options`, which must ask for writing exactly when `writable`.
+    fn open_with(
+        mount: &Path,
+        name: &OsStr,
+        options: &OpenOptions,
+        writable: bool,
+    ) -> io::Result<Section> {
         let path = section_path(mount, name)?;
-        let file = OpenOptions::new().read(true).write(writable).open(&path)?;
+        let file = options.open(&path)?;
         Ok(Section {
             file,
             path,

@@ -669,6 +669,16 @@ impl Sections {
         self.open_section(caller.process(), &*self.section(ino)?, flags)
     }
 
+    /// The section's backing file: the one its handles share, else opened for this call.
+    /// An unlinked section with no handle has nothing left to open.
+    fn file_of(&self, section: &Section, st: &SectionState) -> Result<Arc<File>> {
+        match &st.file {
+            Some(f) => Ok(Arc::clone(f)),
+            None if st.linked => Ok(Arc::new(self.store.open_file(section.id)?)),
+            None => Err(Error::NotFound),
+        }
+    }
+
     /// Opens `section` for process `pid` (a thread group id).
     fn open_section(&self, pid: u32, section: &Section, flags: i32) -> Result<Opened> {
         let mut st = lock(&section.state);
@@ -677,23 +687,11 @@ impl Sections {
         {
             return Err(Error::ReadOnly);
         }
-        if flags & libc::O_TRUNC != 0 {
-            let size = match &st.file {
-                Some(f) => fstat(f)?.st_size,
-                None if st.linked => self.store.stat(section.id)?.st_size,
-                None => return Err(Error::NotFound),
-            };
-            // O_TRUNC would shrink a non-empty section.
-            if size > 0 {
-                return Err(Error::Shrink);
-            }
+        let file = self.file_of(section, &st)?;
+        // O_TRUNC would shrink a non-empty section.
+        if flags & libc::O_TRUNC != 0 && fstat(&file)?.st_size > 0 {
+            return Err(Error::Shrink);
         }
-        let file = match &st.file {
-            Some(f) => Arc::clone(f),
-            None if st.linked => Arc::new(self.store.open_file(section.id)?),
-            // Unlinked and closed: nothing left to open.
-            None => return Err(Error::NotFound),
-        };
         st.file = Some(Arc::clone(&file));
         st.handles += 1;
         st.last_status = Status::AlreadyExists;
@@ -953,11 +951,7 @@ impl Sections {
         if st.read_only() {
             return Err(Error::ReadOnly);
         }
-        let file = match &st.file {
-            Some(f) => Arc::clone(f),
-            None if st.linked => Arc::new(self.store.open_file(section.id)?),
-            None => return Err(Error::NotFound),
-        };
+        let file = self.file_of(&section, &st)?;
         let size = fstat(&file)?.st_size as u64;
         if end > size && self.quota.enabled() {
             // The quota counts sizes: storage kept past the end would escape it.
@@ -1008,11 +1002,7 @@ impl Sections {
         }
         let section = self.section(ino)?;
         let mut st = lock(&section.state);
-        let file = match &st.file {
-            Some(f) => Arc::clone(f),
-            None if st.linked => Arc::new(self.store.open_file(section.id)?),
-            None => return Err(Error::NotFound),
-        };
+        let file = self.file_of(&section, &st)?;
         let times = change.atime.is_some() || change.mtime.is_some();
         if st.read_only() && (change.size.is_some() || times) {
             return Err(Error::ReadOnly);
