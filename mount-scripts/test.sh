@@ -1,0 +1,54 @@
+#!/bin/sh
+# The README's test command: installs what the tests need on a fresh Debian machine, then
+# runs every test. `.ci/run` is this script and nothing more, so CI proves the README.
+#
+#   ./mount-scripts/test.sh              everything (unit, mount, client and doc tests)
+#   ./mount-scripts/test.sh ARGS...      `cargo test ARGS` instead (e.g. `--test crash`)
+#
+# Needs root for the apt step only when something is missing (the mount tests need root
+# anyway: they mount through /dev/fuse and act as other users).
+# Environment: SECTIONFS_SOAK_SECS, SECTIONFS_CRASH_ITERATIONS, PROPTEST_CASES narrow the
+# slow tiers; SECTIONFS_TEST_VENV moves the Python environment (default target/test-venv).
+set -eu
+cd "$(dirname "$0")/.."
+
+# System packages: the FUSE helpers, xattr tools, a C compiler, pkg-config, Python.
+need=""
+command -v fusermount3 >/dev/null 2>&1 || need="$need fuse3"    # fusermount3, mount.fuse3
+command -v getfattr >/dev/null 2>&1 || need="$need attr"        # getfattr/setfattr recipes
+command -v cc >/dev/null 2>&1 || need="$need gcc"               # the C clients and library
+command -v make >/dev/null 2>&1 || need="$need make"
+command -v pkg-config >/dev/null 2>&1 || need="$need pkgconf"   # `pkg-config sections`
+command -v python3 >/dev/null 2>&1 || need="$need python3"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need="$need python3-venv"
+command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
+if [ -n "$need" ]; then
+    echo "test.sh: installing$need"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+fi
+
+if [ ! -e /dev/fuse ]; then
+    echo "test.sh: /dev/fuse is missing: the mount tests cannot run" >&2
+    exit 1
+fi
+
+# Python packages the client tests use, in a private environment first on PATH, so every
+# `python3` a test starts has them (no change to the system's Python).
+venv=${SECTIONFS_TEST_VENV:-$PWD/target/test-venv}
+if [ ! -x "$venv/bin/python3" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python3" -c 'import numpy, lmdb' >/dev/null 2>&1; then
+    echo "test.sh: installing numpy and lmdb into $venv"
+    "$venv/bin/python3" -m pip install -q --disable-pip-version-check numpy lmdb
+fi
+export PATH="$venv/bin:$PATH"
+export SECTIONFS_TEST_VENV="$venv"
+
+export CI=${CI:-true}
+if [ $# -gt 0 ]; then
+    exec cargo test "$@"
+fi
+cargo test --all-targets
+cargo test --doc
