@@ -218,6 +218,16 @@ where
     for o in &args.options {
         options.apply(o).map_err(CliError::Msg)?;
     }
+    if options.user_quota.is_some() && options.passthrough == Passthrough::On {
+        // Passthrough writes, copy_file_range, splice and sendfile past the end never
+        // reach the daemon, so it could not hold the cap (DESIGN.md, "Per-user quota").
+        return Err(CliError::Msg(
+            "-o user_quota cannot be held with passthrough=on (growth by write would \
+             bypass the daemon): use passthrough=auto or off; a mount with user_quota \
+             serves data cached"
+                .into(),
+        ));
+    }
     let (store, mountpoint) = match args.second {
         Some(m) => (Some(args.first), m),
         None => (None, args.first),

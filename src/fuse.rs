@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::meta::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::name;
 use crate::namespace;
-use crate::sections::{Attr, AttrChange, Caller, Kind, Opened, SIDECAR_BIT, Sections};
+use crate::sections::{Attr, AttrChange, Caller, Kind, SIDECAR_BIT, Sections};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use dashmap::mapref::one::RefMut;
@@ -18,6 +18,7 @@ use fuser::{
 };
 use std::cell::RefCell;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -177,14 +178,22 @@ impl SectionFs {
         Ok(b)
     }
 
-    /// A passthrough open that could not be registered: undo the model's open.
-    fn backing_failed(&self, op: &str, opened: &Opened, e: io::Error) -> Errno {
-        let _ = self.model.release(opened.fh);
-        log::warn!(
-            "{op}: cannot register section {} for passthrough: {e}",
-            opened.ino
-        );
-        Errno::EIO
+    /// The attach step of an open or create (see `Sections::create_in`): in passthrough
+    /// mode, the inode's shared backing registration, made from `file` by `register` if
+    /// it has none. A refused registration fails the open with EIO and the model undoes
+    /// all of it.
+    fn attach(
+        &self,
+        ino: u64,
+        register: impl FnOnce() -> io::Result<BackingId>,
+    ) -> Result<Option<RefMut<'_, u64, (BackingId, u32)>>, Error> {
+        if !self.passthrough() {
+            return Ok(None);
+        }
+        self.backing(ino, register).map(Some).map_err(|e| {
+            log::warn!("cannot register section {ino} for passthrough: {e}");
+            Error::Io(io::Error::from_raw_os_error(libc::EIO))
+        })
     }
 
     fn drop_backing(&self, ino: u64) {
@@ -316,10 +325,11 @@ impl fuser::Filesystem for SectionFs {
             .model
             .namespace_of(parent.0)
             .and_then(|ns| {
+                let no_attach = crate::sections::no_attach;
                 self.model
-                    .create_in(caller(req), ns, name, mode, umask, flags)
+                    .create_in(caller(req), ns, name, mode, umask, flags, no_attach)
             })
-            .and_then(|(attr, opened)| self.model.release(opened.fh).map(|()| attr));
+            .and_then(|(attr, opened, ())| self.model.release(opened.fh).map(|()| attr));
         match made {
             Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mknod", &(name, mode), &e)),
@@ -433,19 +443,17 @@ impl fuser::Filesystem for SectionFs {
                 Err(e) => reply.error(errno("open sidecar", &self.inode(ino), &e)),
             };
         }
-        let opened = match self.model.open(who, ino.0, flags.0) {
+        let attach = |ino, file: &File| self.attach(ino, || reply.open_backing(file));
+        let (opened, backing) = match self.model.open_with(who, ino.0, flags.0, attach) {
             Ok(o) => o,
             Err(e) => return reply.error(errno("open", &(self.inode(ino), flags), &e)),
         };
         let fh = FileHandle(opened.fh);
-        if !self.passthrough() {
+        match backing {
+            Some(b) => reply.opened_passthrough(fh, FopenFlags::empty(), &b.0),
             // KEEP_CACHE: the page cache is the one copy all mappings share; dropping it at
             // every open would cost a re-read and nothing else changes the bytes.
-            return reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE);
-        }
-        match self.backing(opened.ino, || reply.open_backing(&*opened.file)) {
-            Ok(b) => reply.opened_passthrough(fh, FopenFlags::empty(), &b.0),
-            Err(e) => reply.error(self.backing_failed("open", &opened, e)),
+            None => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -672,23 +680,21 @@ impl fuser::Filesystem for SectionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let attach = |ino, file: &File| self.attach(ino, || reply.open_backing(file));
         let made = self.model.namespace_of(parent.0).and_then(|ns| {
             self.model
-                .create_in(caller(req), ns, name, mode, umask, flags)
+                .create_in(caller(req), ns, name, mode, umask, flags, attach)
         });
-        let (attr, opened) = match made {
+        let (attr, opened, backing) = match made {
             Ok(r) => r,
             Err(e) => return reply.error(errno("create", &name, &e)),
         };
         let (ttl, fa, fh) = (ttl(attr.ino), file_attr(&attr), FileHandle(opened.fh));
-        if !self.passthrough() {
-            return reply.created(&ttl, &fa, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE);
-        }
-        match self.backing(opened.ino, || reply.open_backing(&*opened.file)) {
-            Ok(b) => {
+        match backing {
+            Some(b) => {
                 reply.created_passthrough(&ttl, &fa, Generation(0), fh, FopenFlags::empty(), &b.0)
             }
-            Err(e) => reply.error(self.backing_failed("create", &opened, e)),
+            None => reply.created(&ttl, &fa, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 

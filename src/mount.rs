@@ -98,7 +98,10 @@ fn mount_and_run(
     ready: &mut Option<File>,
 ) -> Result<(), String> {
     let mnt = &config.mountpoint;
-    let want = config.options.passthrough != Passthrough::Off;
+    // Under a quota every growth must reach the daemon; passthrough writes past the end
+    // would not (DESIGN.md, "Per-user quota"), so such a mount serves data cached.
+    let want =
+        config.options.passthrough != Passthrough::Off && config.options.user_quota.is_none();
     let fs = SectionFs::new(Arc::clone(&model), want);
 
     let mut fuse_config = fuser::Config::default();

@@ -85,6 +85,15 @@ impl Quota {
     }
 }
 
+/// The unit storage is taken in: a tmpfs page.
+pub const PAGE: u64 = 4096;
+
+/// What a section of `size` bytes costs against its owner's quota: the pages it occupies,
+/// and at least one even when empty, so that a user cannot make sections without bound.
+pub fn footprint(size: u64) -> u64 {
+    size.div_ceil(PAGE).max(1).saturating_mul(PAGE)
+}
+
 /// Parses a size for `user_quota=`: a whole number of bytes, or with a binary suffix
 /// `k`, `m`, `g` or `t` (either case).
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -153,6 +162,15 @@ mod tests {
             "over the limit after a chown"
         );
         q.charge(1, &mut d, 0).unwrap();
+    }
+
+    #[test]
+    fn a_section_costs_its_pages_and_at_least_one() {
+        assert_eq!(footprint(0), PAGE);
+        assert_eq!(footprint(1), PAGE);
+        assert_eq!(footprint(PAGE), PAGE);
+        assert_eq!(footprint(PAGE + 1), 2 * PAGE);
+        assert_eq!(footprint(u64::MAX), u64::MAX, "saturates");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::meta::{Facts, IoMode, Status};
 use crate::name;
 use crate::namespace::{self, NS_BIT, Ns};
-use crate::quota::Quota;
+use crate::quota::{self, Quota};
 use crate::store::{self, Commit, FileBacking, Lifetime, Record, Store};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -26,6 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const ROOT_INO: u64 = 1;
 /// Set in a sidecar's inode number; never set in a section id (ids stop at `store::MAX_ID`).
 pub const SIDECAR_BIT: u64 = 1 << 62;
+
+/// An `attach` step that has nothing to attach (the cached data mode, unit tests).
+pub fn no_attach(_ino: u64, _file: &File) -> Result<()> {
+    Ok(())
+}
 
 /// Who is asking: the kernel's view of the calling process.
 #[derive(Clone, Copy, Debug)]
@@ -251,9 +256,9 @@ impl Sections {
             );
             let mut state = SectionState::new(f.record, Status::Created, 0);
             state.file = over.map(Arc::new);
-            if quota.enabled() {
+            if quota.enabled() && state.record.backing.is_none() {
                 let size = store.stat(f.id).map(|s| s.st_size as u64).unwrap_or(0);
-                quota.recount(state.record.uid, &mut state.counted, size);
+                quota.recount(state.record.uid, &mut state.counted, quota::footprint(size));
             }
             let section = Section {
                 id: f.id,
@@ -519,12 +524,18 @@ impl Sections {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Opened)> {
-        self.create_in(caller, None, name, mode, umask, flags)
+        self.create_in(caller, None, name, mode, umask, flags, no_attach)
+            .map(|(attr, opened, ())| (attr, opened))
     }
 
     /// Open-or-create of `name` (the kernel's CREATE). Atomic with respect to every other
     /// create, open and unlink: exactly one caller gets `Status::Created`.
-    pub fn create_in(
+    ///
+    /// `attach` is handed the section's inode and backing file before anything is
+    /// published (the adapter registers the passthrough backing there). If it fails, the
+    /// create leaves no trace: no name, no store file, no handle, no kernel reference.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_in<T>(
         &self,
         caller: Caller,
         ns: Ns,
@@ -532,7 +543,8 @@ impl Sections {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> Result<(Attr, Opened)> {
+        attach: impl FnOnce(u64, &File) -> Result<T>,
+    ) -> Result<(Attr, Opened, T)> {
         name::validate(name)?;
         if namespace::is_reserved(ns, name) {
             return Err(Error::Exists);
@@ -548,10 +560,10 @@ impl Sections {
             // The namespace lock is held through the open: an unlink in between would
             // otherwise turn this open-or-create into ENOENT.
             let section = self.section(id)?;
-            let opened = self.open_section(pid, &section, flags)?;
+            let (opened, attached) = self.open_section(pid, &section, flags, attach)?;
             drop(names);
             lock(&section.state).lookups += 1;
-            return Ok((self.section_attr(&section)?, opened));
+            return Ok((self.section_attr(&section)?, opened, attached));
         }
         let record = Record {
             name: name.to_os_string(),
@@ -566,11 +578,35 @@ impl Sections {
             backing: None,
             namespace: ns,
         };
-        let (id, file) = self.store.create(&record)?;
+        // Even an empty section costs its owner a page: the number of sections a user
+        // can make is bounded under a quota.
+        let mut counted = 0;
+        self.quota
+            .charge(caller.uid, &mut counted, quota::footprint(0))?;
+        let made = self
+            .store
+            .create(&record)
+            .and_then(|(id, file)| match attach(id, &file) {
+                Ok(attached) => Ok((id, file, attached)),
+                Err(e) => {
+                    if let Err(e) = self.store.remove(id) {
+                        log::warn!("store: cannot remove a half-made section {id}: {e}");
+                    }
+                    Err(e)
+                }
+            });
+        let (id, file, attached) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                self.quota.recount(caller.uid, &mut counted, 0);
+                return Err(e);
+            }
+        };
         let file = Arc::new(file);
         let mut state = SectionState::new(record, Status::Created, 1);
         state.file = Some(Arc::clone(&file));
         state.handles = 1;
+        state.counted = counted;
         state.by_process.insert(pid, (Status::Created, 1));
         let section = Arc::new(Section {
             id,
@@ -594,6 +630,7 @@ impl Sections {
                 file,
                 status: Status::Created,
             },
+            attached,
         ))
     }
 
@@ -663,10 +700,23 @@ impl Sections {
 
     /// Opens an existing section (the kernel's OPEN).
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<Opened> {
+        self.open_with(caller, ino, flags, no_attach)
+            .map(|(opened, ())| opened)
+    }
+
+    /// Opens an existing section; `attach` as for [`Sections::create_in`]: if it fails,
+    /// the open leaves no trace.
+    pub fn open_with<T>(
+        &self,
+        caller: Caller,
+        ino: u64,
+        flags: i32,
+        attach: impl FnOnce(u64, &File) -> Result<T>,
+    ) -> Result<(Opened, T)> {
         if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
             return Err(Error::BadHandle);
         }
-        self.open_section(caller.process(), &*self.section(ino)?, flags)
+        self.open_section(caller.process(), &*self.section(ino)?, flags, attach)
     }
 
     /// The section's backing file: the one its handles share, else opened for this call.
@@ -679,8 +729,15 @@ impl Sections {
         }
     }
 
-    /// Opens `section` for process `pid` (a thread group id).
-    fn open_section(&self, pid: u32, section: &Section, flags: i32) -> Result<Opened> {
+    /// Opens `section` for process `pid` (a thread group id). `attach` runs under the
+    /// section's lock, after every check and before anything is counted.
+    fn open_section<T>(
+        &self,
+        pid: u32,
+        section: &Section,
+        flags: i32,
+        attach: impl FnOnce(u64, &File) -> Result<T>,
+    ) -> Result<(Opened, T)> {
         let mut st = lock(&section.state);
         if st.read_only()
             && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0)
@@ -692,6 +749,7 @@ impl Sections {
         if flags & libc::O_TRUNC != 0 && fstat(&file)?.st_size > 0 {
             return Err(Error::Shrink);
         }
+        let attached = attach(section.id, &file)?;
         st.file = Some(Arc::clone(&file));
         st.handles += 1;
         st.last_status = Status::AlreadyExists;
@@ -706,12 +764,15 @@ impl Sections {
             pid,
             file: Arc::clone(&file),
         });
-        Ok(Opened {
-            fh,
-            ino: section.id,
-            file,
-            status: Status::AlreadyExists,
-        })
+        Ok((
+            Opened {
+                fh,
+                ino: section.id,
+                file,
+                status: Status::AlreadyExists,
+            },
+            attached,
+        ))
     }
 
     /// Opens a sidecar: a snapshot of its text, taken now, for this reader.
@@ -1119,9 +1180,9 @@ impl Sections {
     fn account(&self, st: &mut SectionState, size: u64) {
         // A section over a file holds no storage of the store: its bytes are the file's.
         let holds = (st.linked || st.handles > 0) && st.record.backing.is_none();
-        let size = if holds { size } else { 0 };
+        let bytes = if holds { quota::footprint(size) } else { 0 };
         let uid = st.record.uid;
-        self.quota.recount(uid, &mut st.counted, size);
+        self.quota.recount(uid, &mut st.counted, bytes);
     }
 
     /// Counts a growth to `size` against the owner's quota before it happens: ENOSPC,
@@ -1131,7 +1192,8 @@ impl Sections {
             return Ok(());
         }
         let uid = st.record.uid;
-        self.quota.charge(uid, &mut st.counted, size)
+        self.quota
+            .charge(uid, &mut st.counted, quota::footprint(size))
     }
 
     /// Bytes of sections counted against `uid` under `-o user_quota` (0 without one).
@@ -1704,11 +1766,11 @@ mod tests {
             (Kind::Directory, 0o700, 1000)
         );
         m.lookup_session(b, os("1001")).unwrap();
-        let (a, _) = m
-            .create_in(A, Some(1000), os("n"), 0o600, 0, libc::O_RDWR)
+        let (a, _, ()) = m
+            .create_in(A, Some(1000), os("n"), 0o600, 0, libc::O_RDWR, no_attach)
             .unwrap();
-        let (bb, _) = m
-            .create_in(b, Some(1001), os("n"), 0o600, 0, libc::O_RDWR)
+        let (bb, _, ()) = m
+            .create_in(b, Some(1001), os("n"), 0o600, 0, libc::O_RDWR, no_attach)
             .unwrap();
         let (g, _) = m.create(A, os("n"), 0o600, 0, libc::O_RDWR).unwrap();
         assert!(a.ino != bb.ino && a.ino != g.ino);
@@ -1817,6 +1879,44 @@ mod tests {
         m.release(b.fh).unwrap();
     }
 
+    #[test]
+    fn an_open_or_create_whose_attach_fails_leaves_no_trace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model_with_quota(tmp.path(), Commit::Eager, 1 << 20);
+        let refuse = |_: u64, _: &File| -> Result<()> {
+            Err(Error::Io(std::io::Error::from_raw_os_error(libc::EIO)))
+        };
+        // A new name: nothing published, nothing stored, nothing counted.
+        let flags = libc::O_RDWR | libc::O_CREAT;
+        assert!(
+            m.create_in(A, None, os("s"), 0o600, 0, flags, refuse)
+                .is_err()
+        );
+        assert!(matches!(m.lookup(A, os("s")), Err(Error::NotFound)));
+        assert_eq!(m.quota_used(A.uid), 0);
+        assert!(m.store().scan().unwrap().sections.is_empty());
+        // An existing name: no handle, no kernel reference, no status changed.
+        let (attr, h) = m.create(A, os("s"), 0o600, 0, flags).unwrap();
+        m.release(h.fh).unwrap();
+        assert!(
+            m.create_in(B, None, os("s"), 0o600, 0, flags, refuse)
+                .is_err()
+        );
+        assert!(m.open_with(B, attr.ino, libc::O_RDWR, refuse).is_err());
+        {
+            let section = m.section(attr.ino).unwrap();
+            let st = lock(&section.state);
+            assert_eq!((st.handles, st.lookups), (0, 1));
+            assert!(st.by_process.is_empty());
+            assert_eq!(st.last_status, Status::Created);
+        }
+        // The kernel's one reference goes: the section is forgotten.
+        m.unlink(os("s")).unwrap();
+        m.forget(attr.ino, 1);
+        assert!(m.section(attr.ino).is_err());
+        assert_eq!(m.quota_used(A.uid), 0);
+    }
+
     fn model_with_quota(dir: &std::path::Path, commit: Commit, quota: u64) -> Sections {
         let store = Store::open(dir).unwrap();
         let options = Options {
@@ -1842,34 +1942,35 @@ mod tests {
         for commit in [Commit::Eager, Commit::Lazy] {
             let tmp = tempfile::tempdir().unwrap();
             let (a_ino, b_ino) = {
-                let m = model_with_quota(tmp.path(), commit, 10_000);
+                let m = model_with_quota(tmp.path(), commit, 40_960);
                 let (a, ha) = m.create(A, os("a"), 0o600, 0, libc::O_RDWR).unwrap();
                 let (b, hb) = m.create(A, os("b"), 0o600, 0, libc::O_RDWR).unwrap();
-                m.set_attr(A, a.ino, grow(6_000)).unwrap();
-                m.set_attr(A, b.ino, grow(4_000)).unwrap();
-                assert_eq!(m.quota_used(1000), 10_000);
+                m.set_attr(A, a.ino, grow(24_576)).unwrap();
+                m.set_attr(A, b.ino, grow(16_384)).unwrap();
+                assert_eq!(m.quota_used(1000), 40_960);
                 // One byte more, by truncate or by a write past the end: refused, unchanged.
                 assert!(matches!(
-                    m.set_attr(A, b.ino, grow(4_001)),
+                    m.set_attr(A, b.ino, grow(16_385)),
                     Err(Error::QuotaExceeded)
                 ));
                 assert!(matches!(
-                    m.write(hb.fh, 4_000, b"x"),
+                    m.write(hb.fh, 16_384, b"x"),
                     Err(Error::QuotaExceeded)
                 ));
-                assert_eq!(m.attr(A, b.ino).unwrap().size, 4_000);
+                assert_eq!(m.attr(A, b.ino).unwrap().size, 16_384);
                 // Writes inside the size cost nothing.
                 m.write(hb.fh, 0, b"inside").unwrap();
                 // Another user has its own quota.
                 let (cs, _) = m.create(c, os("c"), 0o600, 0, libc::O_RDWR).unwrap();
-                m.set_attr(c, cs.ino, grow(10_000)).unwrap();
+                m.set_attr(c, cs.ino, grow(40_960)).unwrap();
                 // An unlinked section counts until its last handle goes.
                 m.unlink(os("a")).unwrap();
-                assert_eq!(m.quota_used(1000), 10_000);
+                assert_eq!(m.quota_used(1000), 40_960);
                 m.release(ha.fh).unwrap();
-                assert_eq!(m.quota_used(1000), 4_000);
-                m.write(hb.fh, 9_000, b"0123456789").unwrap();
-                assert_eq!(m.quota_used(1000), 9_010);
+                assert_eq!(m.quota_used(1000), 16_384);
+                // Counted in whole pages: 32,778 bytes take nine.
+                m.write(hb.fh, 32_768, b"0123456789").unwrap();
+                assert_eq!(m.quota_used(1000), 36_864);
                 m.release(hb.fh).unwrap();
                 // chown (root's) moves the bytes to the new owner, over its quota or not.
                 let to_c = AttrChange {
@@ -1878,7 +1979,7 @@ mod tests {
                     ..Default::default()
                 };
                 m.set_attr(A, b.ino, to_c).unwrap();
-                assert_eq!((m.quota_used(1000), m.quota_used(1001)), (0, 19_010));
+                assert_eq!((m.quota_used(1000), m.quota_used(1001)), (0, 77_824));
                 m.set_attr(
                     A,
                     b.ino,
@@ -1893,17 +1994,33 @@ mod tests {
             };
             assert!(a_ino != b_ino);
             // A restart counts the store again.
-            let m = model_with_quota(tmp.path(), commit, 10_000);
-            assert_eq!((m.quota_used(1000), m.quota_used(1001)), (9_010, 10_000));
+            let m = model_with_quota(tmp.path(), commit, 40_960);
+            assert_eq!((m.quota_used(1000), m.quota_used(1001)), (36_864, 40_960));
             assert!(matches!(
-                m.set_attr(A, b_ino, grow(10_001)),
+                m.set_attr(A, b_ino, grow(40_961)),
                 Err(Error::QuotaExceeded)
             ));
             // A rename over a section frees the replaced one's bytes.
             let (d, _) = m.create(A, os("d"), 0o600, 0, libc::O_RDWR).unwrap();
             m.set_attr(A, d.ino, grow(990)).unwrap();
             m.rename(os("d"), os("b"), false).unwrap();
-            assert_eq!(m.quota_used(1000), 990);
+            assert_eq!(m.quota_used(1000), 4_096);
+            // An empty section costs a page: a user cannot make them without bound.
+            let (_, e) = m.create(A, os("e"), 0o600, 0, libc::O_RDWR).unwrap();
+            assert_eq!(m.quota_used(1000), 8_192);
+            m.release(e.fh).unwrap();
+            for i in 0..8 {
+                m.create(A, os(&format!("f{i}")), 0o600, 0, libc::O_RDWR)
+                    .unwrap();
+            }
+            assert!(matches!(
+                m.create(A, os("one-too-many"), 0o600, 0, libc::O_RDWR),
+                Err(Error::QuotaExceeded)
+            ));
+            assert!(matches!(
+                m.lookup(A, os("one-too-many")),
+                Err(Error::NotFound)
+            ));
         }
     }
 }

@@ -398,48 +398,52 @@ fn user_quota_caps_each_user() {
     if !common::require_fuse() {
         return;
     }
-    for mode in common::modes() {
+    // A quota'd mount serves data cached in both settings (auto is the default), so that
+    // every growth reaches the daemon; passthrough=on cannot hold a quota and is refused.
+    for mode in ["passthrough=auto", "passthrough=off"] {
         let m = shared_mount(&format!("user_quota=1m,{mode}"));
         let (a1, a2) = (m.section("a1"), m.section("a2"));
         assert_eq!(A.on("grow", &a1, &["786432"]), "ok 786432", "{mode}");
         assert_eq!(A.on("grow", &a2, &["262144"]), "ok 262144", "{mode}");
+        let meta = common::read_meta(m.path(), "a2");
+        assert_eq!(
+            meta["io"], "cached",
+            "{mode}: a quota'd mount serves data cached"
+        );
         // One byte past the quota: ENOSPC, and nothing changed.
         assert_eq!(A.on("grow", &a2, &["262145"]), "ENOSPC", "{mode}");
-        assert_eq!(A.on("open", &m.section("a3"), &["bc"]), "ok status=created");
-        assert_eq!(A.on("grow", &m.section("a3"), &["1"]), "ENOSPC", "{mode}");
+        // Even an empty section costs a page: with the quota used up, none can be made.
+        assert_eq!(A.on("open", &m.section("a3"), &["bc"]), "ENOSPC", "{mode}");
+        assert_eq!(A.on("stat", &m.section("a3"), &[]), "ENOENT", "{mode}");
         assert_eq!(A.on("fallocate", &a2, &["0", "262145"]), "ENOSPC", "{mode}");
         // Storage kept past the end is no size, so the quota could not see it.
         assert_eq!(A.on("fallocate", &a2, &["0", "262145", "keep"]), "ENOSPC");
         assert_eq!(A.on("fallocate", &a2, &["0", "262144", "keep"]), "ok");
+        // Every way of growing past the end meets the cap, and changes nothing.
+        let past = [
+            ("pwrite", ["262144", "8"]),
+            ("pwrite", ["1099511627776", "1"]),
+            ("copy-range", ["262144", "65536"]),
+            ("splice", ["262144", "65536"]),
+            ("sendfile", ["262144", "65536"]),
+        ];
+        for (op, args) in past {
+            assert_eq!(A.on(op, &a2, &args), "ENOSPC", "{mode}: {op} {args:?}");
+        }
+        assert_eq!(A.on("append", &a2, &["65536"]), "ENOSPC", "{mode}: append");
         assert_eq!(
             A.on("stat", &a2, &[]),
-            "ok mode=644 uid=1000 gid=1000 size=262144"
+            "ok mode=644 uid=1000 gid=1000 size=262144",
+            "{mode}"
         );
-        if mode == "passthrough=off" {
-            // The daemon serves every write: one past the end is refused whole. (One that
-            // starts inside crosses the end at a page boundary, where the kernel splits it:
-            // the part inside is written and the write comes back short.)
-            assert_eq!(A.on("pwrite", &a2, &["262144", "8"]), "ENOSPC");
-            assert_eq!(A.on("pwrite", &a2, &["262140", "8"]), "ok 4");
-            assert_eq!(
-                A.on("stat", &a2, &[]),
-                "ok mode=644 uid=1000 gid=1000 size=262144"
-            );
-            assert_eq!(
-                A.on("pwrite", &a2, &["262136", "8"]),
-                "ok 8",
-                "inside is free"
-            );
-        } else {
-            // Passthrough writes past the end bypass the daemon (DESIGN.md): it counts
-            // them when it next sees the size, and refuses the next growth.
-            assert_eq!(A.on("pwrite", &a2, &["262144", "8"]), "ok 8");
-            assert_eq!(
-                A.on("stat", &a2, &[]),
-                "ok mode=644 uid=1000 gid=1000 size=262152"
-            );
-            assert_eq!(A.on("grow", &a1, &["786432"]), "ok 786432", "no growth");
-        }
+        // A write that starts inside crosses the end at a page boundary, where the kernel
+        // splits it: the part inside is written and the write comes back short.
+        assert_eq!(A.on("pwrite", &a2, &["262140", "8"]), "ok 4");
+        assert_eq!(
+            A.on("pwrite", &a2, &["262136", "8"]),
+            "ok 8",
+            "inside is free"
+        );
         // B has a quota of its own, and root is capped like anyone.
         let b = m.section("b");
         assert_eq!(B.on("grow", &b, &["1048576"]), "ok 1048576", "{mode}");
@@ -451,4 +455,34 @@ fn user_quota_caps_each_user() {
         assert_eq!(A.on("grow", &a2, &["1048577"]), "ENOSPC", "{mode}");
         m.unmount();
     }
+    let refused = Mount::try_new("allow_other,user_quota=1m,passthrough=on")
+        .err()
+        .expect("user_quota with passthrough=on must be refused");
+    assert!(refused.contains("user_quota"), "{refused}");
+}
+
+#[test]
+fn user_quota_bounds_the_number_of_sections() {
+    if !common::require_fuse() {
+        return;
+    }
+    // 64 KiB is 16 pages: 16 empty sections, then ENOSPC; unlinking one makes room.
+    let m = shared_mount("user_quota=64k");
+    for i in 0..16 {
+        let s = m.section(format!("s{i}"));
+        assert_eq!(
+            A.on("open", &s, &["bc"]),
+            "ok status=created",
+            "section {i}"
+        );
+    }
+    assert_eq!(A.on("open", &m.section("s16"), &["bc"]), "ENOSPC");
+    assert_eq!(A.on("unlink", &m.section("s0"), &[]), "ok");
+    assert_eq!(
+        A.on("open", &m.section("s16"), &["bc"]),
+        "ok status=created"
+    );
+    // Another user is not held back by A's sections.
+    assert_eq!(B.on("open", &m.section("b"), &["bc"]), "ok status=created");
+    m.unmount();
 }

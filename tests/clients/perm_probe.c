@@ -12,6 +12,11 @@
  *   cat PATH                        "ok" then the file's bytes on the following lines
  *   write PATH                      open O_WRONLY, write one byte at 0: "ok"
  *   pwrite PATH OFFSET LEN          open O_RDWR, write LEN bytes 'q' at OFFSET: "ok <n>"
+ *   append PATH LEN                 open O_WRONLY|O_APPEND, write LEN bytes: "ok <n>"
+ *   copy-range PATH OFFSET LEN      copy_file_range LEN bytes from PATH's start to OFFSET
+ *                                   (one file: across filesystems the kernel says EXDEV)
+ *   splice PATH OFFSET LEN          splice LEN bytes from a pipe into PATH at OFFSET
+ *   sendfile PATH OFFSET LEN        sendfile LEN bytes of a temp file to PATH at OFFSET
  *   grow PATH SIZE                  open O_RDWR|O_CREAT 0644, ftruncate: "ok <size>"
  *   truncate PATH SIZE              truncate(2) by path: "ok"
  *   fallocate PATH OFFSET LEN [keep]  open O_RDWR, fallocate mode 0 (or KEEP_SIZE): "ok"
@@ -36,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -172,6 +178,42 @@ int main(int argc, char **argv)
 			fail();
 		memset(buf, 'q', (size_t)len);
 		if ((fd = open(path, O_RDWR)) < 0 || (n = pwrite(fd, buf, (size_t)len, off)) < 0)
+			fail();
+		printf("ok %zd\n", n);
+	} else if (!strcmp(op, "append") && argc == 4) {
+		long long len = number(argv[3], 10);
+		char *buf = calloc(1, (size_t)len);
+		ssize_t n;
+		if (buf == NULL || (fd = open(path, O_WRONLY | O_APPEND)) < 0 ||
+		    (n = write(fd, buf, (size_t)len)) < 0)
+			fail();
+		printf("ok %zd\n", n);
+	} else if ((!strcmp(op, "copy-range") || !strcmp(op, "splice") ||
+		    !strcmp(op, "sendfile")) &&
+		   argc == 5) {
+		/* The ways to grow a file without write(2): each must meet the quota too. */
+		long long off = number(argv[3], 10), len = number(argv[4], 10);
+		char *buf = calloc(1, (size_t)len);
+		char tmp[] = "/tmp/perm_probe-XXXXXX";
+		int src = mkstemp(tmp), p[2];
+		loff_t in = 0, out = off;
+		ssize_t n;
+		if (buf == NULL || src < 0 || unlink(tmp) != 0 ||
+		    write(src, buf, (size_t)len) != len || (fd = open(path, O_RDWR)) < 0)
+			fail();
+		if (!strcmp(op, "copy-range")) {
+			n = copy_file_range(fd, &in, fd, &out, (size_t)len, 0);
+		} else if (!strcmp(op, "splice")) {
+			if (pipe(p) != 0 || fcntl(p[1], F_SETPIPE_SZ, (int)len) < 0 ||
+			    write(p[1], buf, (size_t)len) != len)
+				fail();
+			n = splice(p[0], NULL, fd, &out, (size_t)len, 0);
+		} else {
+			if (lseek(fd, off, SEEK_SET) != off)
+				fail();
+			n = sendfile(fd, src, &in, (size_t)len);
+		}
+		if (n < 0)
 			fail();
 		printf("ok %zd\n", n);
 	} else if (!strcmp(op, "grow") && argc == 4) {
