@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Why an operation on sections was refused or failed.
 #[derive(Debug)]
@@ -46,6 +48,13 @@ pub enum Error {
     Range,
     /// A handle or inode the kernel should not have sent (a stale handle).
     BadHandle,
+    /// The kernel's cached entry names a section that is gone (its file was removed from
+    /// the store behind the daemon's back; the name is dropped).
+    Stale,
+    /// What the daemon met while acting as the caller, with the caller's rights, on a
+    /// path the caller named (`ln -s PATH NAME`): the caller's own EACCES, ENOENT, ELOOP.
+    /// A refusal, not a fault of the daemon's.
+    AsCaller(io::Error),
     /// Anything the store's filesystem reported.
     Io(io::Error),
 }
@@ -86,7 +95,10 @@ impl Error {
             Error::NoIoctl => libc::ENOTTY,
             Error::Range => libc::ERANGE,
             Error::BadHandle => libc::EBADF,
-            Error::Io(e) => match e.raw_os_error() {
+            // The VFS retries an ESTALE path operation once with a fresh lookup, which
+            // finds no such name: the caller sees ENOENT, or O_CREAT makes it anew.
+            Error::Stale => libc::ESTALE,
+            Error::AsCaller(e) | Error::Io(e) => match e.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
                 Some(n) if n > 0 => n,
                 _ => libc::EIO,
@@ -97,6 +109,65 @@ impl Error {
     /// True for refusals of bad input (logged at debug), false for faults (logged at warn).
     pub fn is_refusal(&self) -> bool {
         !matches!(self, Error::Io(_) | Error::BadHandle)
+    }
+
+    /// The same error, as met while acting for the caller: a store I/O error becomes the
+    /// caller's own refusal.
+    pub fn as_caller(self) -> Error {
+        match self {
+            Error::Io(e) => Error::AsCaller(e),
+            e => e,
+        }
+    }
+
+    /// True for the store's "no such file" (a section's file removed from the store).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// How many warnings may be logged in one [`WARN_WINDOW`] before the rest are counted
+/// instead: what callers can cause must not make the daemon write its log without bound.
+const WARN_BURST: u32 = 20;
+const WARN_WINDOW: Duration = Duration::from_secs(60);
+
+struct WarnBudget {
+    since: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+static WARN_BUDGET: Mutex<WarnBudget> = Mutex::new(WarnBudget {
+    since: None,
+    used: 0,
+    suppressed: 0,
+});
+
+/// Logs a fault at warn, unless [`WARN_BURST`] warnings were logged in the last
+/// [`WARN_WINDOW`]; what was held back is counted and said with the next window's first.
+/// Every warning a request can cause goes through here.
+pub fn warn_limited(args: fmt::Arguments<'_>) {
+    if !log::log_enabled!(log::Level::Warn) {
+        return;
+    }
+    let mut b = WARN_BUDGET.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if b.since.is_none_or(|s| now.duration_since(s) >= WARN_WINDOW) {
+        if b.suppressed > 0 {
+            log::warn!("{} more warnings were not logged (rate limit)", b.suppressed);
+        }
+        *b = WarnBudget {
+            since: Some(now),
+            used: 0,
+            suppressed: 0,
+        };
+    }
+    if b.used < WARN_BURST {
+        b.used += 1;
+        drop(b);
+        log::warn!("{args}");
+    } else {
+        b.suppressed += 1;
     }
 }
 
@@ -132,6 +203,8 @@ impl fmt::Display for Error {
             Error::NoIoctl => "no ioctls on sections",
             Error::Range => "value larger than the buffer",
             Error::BadHandle => "stale handle",
+            Error::Stale => "section lost from the store",
+            Error::AsCaller(e) => return write!(f, "as the caller: {e}"),
             Error::Io(e) => return write!(f, "store I/O: {e}"),
         };
         f.write_str(what)

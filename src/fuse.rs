@@ -79,7 +79,7 @@ fn errno(op: &str, what: &dyn std::fmt::Debug, e: &Error) -> Errno {
     match e {
         Error::NotFound | Error::NoAttr => {}
         e if e.is_refusal() => log::debug!("{op} {what:?}: {e} (errno {n})"),
-        e => log::warn!("{op} {what:?}: {e} (errno {n})"),
+        e => crate::error::warn_limited(format_args!("{op} {what:?}: {e} (errno {n})")),
     }
     Errno::from_i32(n)
 }
@@ -190,10 +190,10 @@ impl SectionFs {
         if !self.passthrough() {
             return Ok(None);
         }
-        self.backing(ino, register).map(Some).map_err(|e| {
-            log::warn!("cannot register section {ino} for passthrough: {e}");
-            Error::Io(io::Error::from_raw_os_error(libc::EIO))
-        })
+        // No errno of its own: the caller sees EIO, the log the kernel's reason.
+        self.backing(ino, register)
+            .map(Some)
+            .map_err(|e| Error::Io(io::Error::other(format!("passthrough registration: {e}"))))
     }
 
     fn drop_backing(&self, ino: u64) {

@@ -350,13 +350,20 @@ impl Sections {
                 return Err(Error::NameTooLong);
             }
             let section = self.by_name(ns, stem)?;
-            return self.sidecar_attr(&section, caller);
+            return self.sidecar_attr(&section, caller).map_err(|e| match e {
+                Error::Stale => Error::NotFound,
+                e => e,
+            });
         }
         if name.len() > name::MAX_NAME_LEN {
             return Err(Error::NameTooLong);
         }
         let section = self.by_name(ns, name)?;
-        let attr = self.section_attr(&section)?;
+        // A lost section's name is dropped: to a lookup it is simply absent.
+        let attr = self.section_attr(&section).map_err(|e| match e {
+            Error::Stale => Error::NotFound,
+            e => e,
+        })?;
         let mut st = lock(&section.state);
         if !st.linked {
             return Err(Error::NotFound);
@@ -440,7 +447,8 @@ impl Sections {
         };
         match file {
             Some(file) => fstat(&file),
-            None if linked => Ok(self.store.stat(section.id)?),
+            None if linked => (self.store.stat(section.id))
+                .map_err(|e| self.gone(section.id, e.into())),
             None => Err(Error::NotFound),
         }
     }
@@ -466,21 +474,32 @@ impl Sections {
     }
 
     fn sidecar_attr(&self, section: &Section, caller: Caller) -> Result<Attr> {
-        let facts = self.facts_of(section, caller)?;
-        let st = lock(&section.state);
+        let stat = self.stat(section)?;
+        let (readable, record_mode, uid, gid) = {
+            let st = lock(&section.state);
+            let r = &st.record;
+            (may_read(r.mode, r.uid, r.gid, caller), r.mode, r.uid, r.gid)
+        };
+        // The text's length follows the status and the handle count: only a reader may
+        // learn it. The times are the section's own, which `stat` of it shows anyway.
+        let size = if readable {
+            self.facts_of(section, caller)?.render().len() as u64
+        } else {
+            0
+        };
         Ok(Attr {
             ino: section.id | SIDECAR_BIT,
             kind: Kind::File,
-            size: facts.render().len() as u64,
+            size,
             blocks: 0,
-            atime: st.record.created_at,
-            mtime: st.record.created_at,
-            ctime: st.record.created_at,
+            atime: time(stat.st_atime, stat.st_atime_nsec),
+            mtime: time(stat.st_mtime, stat.st_mtime_nsec),
+            ctime: time(stat.st_ctime, stat.st_ctime_nsec),
             // Readable by exactly those who may read the section; never writable.
-            perm: (st.record.mode & 0o444) as u16,
+            perm: (record_mode & 0o444) as u16,
             nlink: 1,
-            uid: st.record.uid,
-            gid: st.record.gid,
+            uid,
+            gid,
         })
     }
 
@@ -553,6 +572,7 @@ impl Sections {
         // Read /proc before taking the namespace lock every create and unlink waits on.
         let pid = caller.process();
         let mut names = lock(&self.names);
+        let mut lost = None;
         if let Some(&id) = names.get(&*key) {
             if flags & libc::O_EXCL != 0 {
                 return Err(Error::Exists);
@@ -560,10 +580,21 @@ impl Sections {
             // The namespace lock is held through the open: an unlink in between would
             // otherwise turn this open-or-create into ENOENT.
             let section = self.section(id)?;
-            let (opened, attached) = self.open_section(pid, &section, flags, attach)?;
-            drop(names);
-            lock(&section.state).lookups += 1;
-            return Ok((self.section_attr(&section)?, opened, attached));
+            let st = lock(&section.state);
+            match self.file_to_open(&section, &st, flags) {
+                Ok(file) => {
+                    let (opened, attached) = self.open_locked(pid, &section, st, file, attach)?;
+                    drop(names);
+                    lock(&section.state).lookups += 1;
+                    return Ok((self.section_attr(&section)?, opened, attached));
+                }
+                // Its file was removed from the store: the name is made anew below.
+                Err(e) if e.is_gone() => {
+                    drop(st);
+                    lost = self.drop_lost(&mut names, id).map(|l| (id, l));
+                }
+                Err(e) => return Err(e),
+            }
         }
         let record = Record {
             name: name.to_os_string(),
@@ -616,6 +647,10 @@ impl Sections {
         self.inodes.insert(id, Arc::clone(&section));
         names.insert(key.into_owned(), id);
         drop(names);
+        if let Some((lost_id, l)) = lost {
+            // The kernel asked to create: it holds no entry of the old section to drop.
+            self.forget_lost(lost_id, Some(l), false);
+        }
         let fh = self.add_handle(Handle::Section {
             ino: id,
             pid,
@@ -655,7 +690,7 @@ impl Sections {
         }
         let key = namespace::key(ns, name);
         let who = Identity::of_caller(caller.uid, caller.gid, caller.pid);
-        let (file, writable) = creds::open_as(&who, target)?;
+        let (file, writable) = creds::open_as(&who, target).map_err(Error::as_caller)?;
         let pid = caller.process();
         let mut names = lock(&self.names);
         if names.contains_key(&*key) {
@@ -717,6 +752,7 @@ impl Sections {
             return Err(Error::BadHandle);
         }
         self.open_section(caller.process(), &*self.section(ino)?, flags, attach)
+            .map_err(|e| self.gone(ino, e))
     }
 
     /// The section's backing file: the one its handles share, else opened for this call.
@@ -738,17 +774,35 @@ impl Sections {
         flags: i32,
         attach: impl FnOnce(u64, &File) -> Result<T>,
     ) -> Result<(Opened, T)> {
-        let mut st = lock(&section.state);
+        let st = lock(&section.state);
+        let file = self.file_to_open(section, &st, flags)?;
+        self.open_locked(pid, section, st, file, attach)
+    }
+
+    /// The checks of an open, and the file it will share: the section's backing file.
+    fn file_to_open(&self, section: &Section, st: &SectionState, flags: i32) -> Result<Arc<File>> {
         if st.read_only()
             && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0)
         {
             return Err(Error::ReadOnly);
         }
-        let file = self.file_of(section, &st)?;
+        let file = self.file_of(section, st)?;
         // O_TRUNC would shrink a non-empty section.
         if flags & libc::O_TRUNC != 0 && fstat(&file)?.st_size > 0 {
             return Err(Error::Shrink);
         }
+        Ok(file)
+    }
+
+    /// An open that passed its checks: attach, then count the handle.
+    fn open_locked<T>(
+        &self,
+        pid: u32,
+        section: &Section,
+        mut st: MutexGuard<'_, SectionState>,
+        file: Arc<File>,
+        attach: impl FnOnce(u64, &File) -> Result<T>,
+    ) -> Result<(Opened, T)> {
         let attached = attach(section.id, &file)?;
         st.file = Some(Arc::clone(&file));
         st.handles += 1;
@@ -773,6 +827,52 @@ impl Sections {
             },
             attached,
         ))
+    }
+
+    /// A section whose file was removed from the store behind the daemon's back (by hand,
+    /// while mounted): its name is dropped as if unlinked, with one warning, so that the
+    /// name can be made again. Takes the held namespace lock; returns the name dropped,
+    /// for [`Sections::forget_lost`] once that lock is released.
+    fn drop_lost(&self, names: &mut HashMap<OsString, u64>, id: u64) -> Option<(Ns, OsString)> {
+        let section = self.section(id).ok()?;
+        let (ns, name) = {
+            let st = lock(&section.state);
+            (st.record.namespace, st.record.name.clone())
+        };
+        let key = namespace::key(ns, &name);
+        if names.get(&*key) != Some(&id) {
+            return None;
+        }
+        names.remove(&*key);
+        crate::error::warn_limited(format_args!(
+            "store: the file of section {name:?} (id {id}) was removed from the store while \
+             mounted: dropping its name"
+        ));
+        Some((ns, name))
+    }
+
+    /// The rest of [`Sections::drop_lost`], without the namespace lock: the section is
+    /// unlinked, and the kernel told to forget its entry when `invalidate`.
+    fn forget_lost(&self, id: u64, lost: Option<(Ns, OsString)>, invalidate: bool) {
+        let Some((ns, name)) = lost else {
+            return;
+        };
+        self.unlinked(id);
+        if invalidate && let Some(hook) = self.on_vanish.get() {
+            hook(namespace::dir_ino(ns), &name);
+        }
+    }
+
+    /// A store error met on section `id`, as the caller sees it: a file gone from the
+    /// store drops the section's name (see [`Sections::drop_lost`]) and is ESTALE, which
+    /// the kernel retries with a fresh lookup. Call with no lock held.
+    fn gone(&self, id: u64, e: Error) -> Error {
+        if !e.is_gone() {
+            return e;
+        }
+        let lost = self.drop_lost(&mut lock(&self.names), id);
+        self.forget_lost(id, lost, true);
+        Error::Stale
     }
 
     /// Opens a sidecar: a snapshot of its text, taken now, for this reader.
@@ -855,8 +955,12 @@ impl Sections {
             }
             (st.record.namespace, st.record.name.clone())
         };
-        if let Err(e) = self.store.remove(id) {
-            log::warn!("section {name:?}: its last handle closed, but cannot remove it: {e}");
+        if let Err(e) = self.store.remove(id)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            crate::error::warn_limited(format_args!(
+                "section {name:?}: its last handle closed, but cannot remove it: {e}"
+            ));
             return;
         }
         names.remove(&*namespace::key(ns, &name));
@@ -999,6 +1103,11 @@ impl Sections {
     /// commit mode (the SEC_RESERVE commit, VirtualAlloc MEM_COMMIT), then, unless
     /// `keep_size`, grows the section to cover it. All or nothing: ENOSPC changes no size.
     pub fn allocate(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> Result<()> {
+        self.allocate_checked(ino, offset, len, keep_size)
+            .map_err(|e| self.gone(ino, e))
+    }
+
+    fn allocate_checked(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> Result<()> {
         if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
             return Err(Error::InvalidArgument);
         }
@@ -1054,6 +1163,11 @@ impl Sections {
     /// setattr: size (grow only), mode, owner, times. Permission checks are the kernel's
     /// (default_permissions); this applies what it let through, all or nothing.
     pub fn set_attr(&self, caller: Caller, ino: u64, change: AttrChange) -> Result<Attr> {
+        self.apply_attr(caller, ino, change)
+            .map_err(|e| self.gone(ino, e))
+    }
+
+    fn apply_attr(&self, caller: Caller, ino: u64, change: AttrChange) -> Result<Attr> {
         if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
             return Err(if ino == ROOT_INO || ino & NS_BIT != 0 {
                 Error::NotSupported
@@ -1156,7 +1270,17 @@ impl Sections {
                 _ => Error::NotFound,
             });
         };
-        self.store.remove(id)?;
+        if let Err(e) = self.store.remove(id) {
+            let e = Error::from(e);
+            if !e.is_gone() {
+                return Err(e);
+            }
+            // Removed from the store behind our back: what unlink wanted is done.
+            let lost = self.drop_lost(&mut names, id);
+            drop(names);
+            self.forget_lost(id, lost, false);
+            return Ok(());
+        }
         names.remove(&*key);
         drop(names);
         self.unlinked(id);
@@ -1245,7 +1369,17 @@ impl Sections {
         record.seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // The new record first: if the removal below never happens (crash), the next scan
         // sees two records for `new` and keeps this, the newer one.
-        self.store.write_record(src, &record)?;
+        if let Err(e) = self.store.write_record(src, &record) {
+            let e = Error::from(e);
+            if !e.is_gone() {
+                return Err(e);
+            }
+            drop(st);
+            let lost = self.drop_lost(&mut names, src);
+            drop(names);
+            self.forget_lost(src, lost, true);
+            return Err(Error::Stale);
+        }
         if let Some(t) = target
             && let Err(e) = self.store.remove(t)
         {
@@ -1475,6 +1609,20 @@ impl SectionState {
             counted: 0,
         }
     }
+}
+
+/// Whether `caller` may read a file of this mode and owner, by its uid and primary gid
+/// only (supplementary groups are not known without reading /proc: fewer rights, never
+/// more). For what a non-reader may learn, not for access: the kernel checks opens.
+fn may_read(mode: u32, uid: u32, gid: u32, caller: Caller) -> bool {
+    caller.uid == 0
+        || if caller.uid == uid {
+            mode & 0o400 != 0
+        } else if caller.gid == gid {
+            mode & 0o040 != 0
+        } else {
+            mode & 0o004 != 0
+        }
 }
 
 fn fstat(file: &File) -> Result<libc::stat> {

@@ -394,3 +394,87 @@ fn mkfifo(path: &Path) {
 fn cpath(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
 }
+
+/// A section's file removed from the store while the mount serves it (by an operator, a
+/// cleanup job): the first request that meets the loss drops the name with one warning,
+/// and the name can be made again at once, whatever that first request was.
+#[test]
+fn a_file_removed_while_mounted_frees_its_name() {
+    if !require_fuse() {
+        return;
+    }
+    for opts in modes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        let mount = Mount::with_store(&store, opts);
+        let sections = store.join("sections");
+        let firsts = ["open", "create", "truncate", "unlink", "rename", "xattr"];
+        for first in firsts {
+            let path = mount.section(first);
+            fs::write(&path, b"old bytes").expect("write");
+            // RELEASE is asynchronous: wait until the daemon holds no handle (and so no
+            // open file) of the section.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while common::read_meta(mount.path(), first)["open_handles"] != "0" {
+                assert!(std::time::Instant::now() < deadline, "{opts}: handle never released");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let (file, _) = find_section(&sections, first);
+            fs::remove_file(&file).expect("remove the section's file from the store");
+            let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+            let enoent = Some(libc::ENOENT);
+            match first {
+                "open" => {
+                    let r = fs::OpenOptions::new().read(true).open(&path).map(drop);
+                    assert_eq!(errno(r), enoent, "{opts}: open of a lost section");
+                }
+                // The kernel's entry is cached: an O_CREAT open arrives as OPEN first.
+                "create" => {}
+                "truncate" => {
+                    let r = fs::OpenOptions::new().write(true).open(&path);
+                    assert_eq!(errno(r.map(drop)), enoent, "{opts}: truncate");
+                }
+                "unlink" => fs::remove_file(&path).expect("unlink of a lost section"),
+                "rename" => {
+                    let r = fs::rename(&path, mount.section("elsewhere"));
+                    assert_eq!(errno(r), enoent, "{opts}: rename of a lost section");
+                }
+                "xattr" => {
+                    let out = std::process::Command::new("getfattr")
+                        .args(["-n", "user.sectionfs.size"])
+                        .arg(&path)
+                        .output()
+                        .expect("getfattr");
+                    assert!(!out.status.success(), "{opts}: getfattr of a lost section");
+                }
+                _ => unreachable!(),
+            }
+            // The name is usable again: made anew, empty, by the next O_CREAT.
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("{opts}: {first}: O_CREAT after the loss: {e}"));
+            assert_eq!(
+                f.metadata().expect("fstat").len(),
+                0,
+                "{opts}: {first}: a new, empty section"
+            );
+            std::io::Write::write_all(&mut f, b"new").expect("write the new section");
+            drop(f);
+            let meta = common::read_meta(mount.path(), first);
+            assert_eq!(meta["status"], "created", "{opts}: {first}: made anew");
+            assert_eq!(fs::read(&path).expect("read back"), b"new", "{opts}: {first}");
+        }
+        let log = mount.log();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("was removed from the store while mounted"))
+            .count();
+        // `create` meets the loss inside the open-or-create; every other first request
+        // meets it once.
+        assert_eq!(warnings, firsts.len(), "{opts}: one warning per loss\n{log}");
+        mount.unmount();
+    }
+}

@@ -486,3 +486,35 @@ fn user_quota_bounds_the_number_of_sections() {
     assert_eq!(B.on("open", &m.section("b"), &["bc"]), "ok status=created");
     m.unmount();
 }
+
+#[test]
+fn a_sidecar_tells_nothing_to_those_who_cannot_read_it() {
+    if !common::require_fuse() {
+        return;
+    }
+    for mode in common::modes() {
+        let m = shared_mount(mode);
+        let s = m.section("secret");
+        let meta = m.section("secret.meta");
+        assert_eq!(A.on("open", &s, &["bc", "600", "0"]), "ok status=created");
+        // B cannot read the sidecar, and its stat says nothing that moves with the
+        // section's status or handles: size 0, the section's own times.
+        let seen_by_b = B.on("stat", &meta, &[]);
+        assert_eq!(seen_by_b, "ok mode=400 uid=1000 gid=1000 size=0", "{mode}");
+        assert_eq!(B.on("cat", &meta, &[]), "EACCES", "{mode}");
+        let (section_mtime, meta_mtime) = (
+            fs::metadata(&s).expect("stat section").mtime_nsec(),
+            fs::metadata(&meta).expect("stat sidecar").mtime_nsec(),
+        );
+        assert_eq!(meta_mtime, section_mtime, "{mode}: the section's own mtime");
+        // A, who may read it, sees the text's length.
+        let text = fs::read(&meta).expect("read the sidecar as root");
+        let seen_by_a = A.on("stat", &meta, &[]);
+        assert_eq!(
+            seen_by_a,
+            format!("ok mode=400 uid=1000 gid=1000 size={}", text.len()),
+            "{mode}"
+        );
+        m.unmount();
+    }
+}
