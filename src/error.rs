@@ -154,7 +154,10 @@ pub fn warn_limited(args: fmt::Arguments<'_>) {
     let now = Instant::now();
     if b.since.is_none_or(|s| now.duration_since(s) >= WARN_WINDOW) {
         if b.suppressed > 0 {
-            log::warn!("{} more warnings were not logged (rate limit)", b.suppressed);
+            log::warn!(
+                "{} more warnings were not logged (rate limit)",
+                b.suppressed
+            );
         }
         *b = WarnBudget {
             since: Some(now),

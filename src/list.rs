@@ -16,7 +16,11 @@ use std::path::Path;
 pub struct Row {
     /// The directory entry's name.
     pub name: OsString,
-    pub meta: Meta,
+    /// The section's size (from its sidecar, or `stat` when the sidecar is unreadable).
+    pub size: u64,
+    /// The sidecar's facts; `None` for a section the caller may not read, of which the
+    /// listing shows only what `stat` shows anyone.
+    pub meta: Option<Meta>,
     pub uid: u32,
     pub gid: u32,
     /// Permission bits (`0o7777` of `st_mode`).
@@ -47,15 +51,21 @@ pub fn rows(mount: &Path) -> io::Result<Vec<Row>> {
         let path = entry.path();
         let mut sidecar = path.clone().into_os_string();
         sidecar.push(".meta");
-        let stat = std::fs::symlink_metadata(&path);
-        let meta = Meta::read(Path::new(&sidecar));
-        let (stat, meta) = match (stat, meta) {
-            (Ok(s), Ok(m)) => (s, m),
-            (Err(e), _) | (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => continue,
-            (Err(e), _) | (_, Err(e)) => return Err(e),
+        let stat = match std::fs::symlink_metadata(&path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let meta = match Meta::read(Path::new(&sidecar)) {
+            Ok(m) => Some(m),
+            // Another user's private section: listed by what stat shows.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
         rows.push(Row {
             name,
+            size: meta.as_ref().map_or(stat.len(), |m| m.size),
             meta,
             uid: stat.uid(),
             gid: stat.gid(),
@@ -66,8 +76,8 @@ pub fn rows(mount: &Path) -> io::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Whether `mount` is the root of a FUSE mount (sectionfs shows as `fuse`: fuser mounts
-/// without a subtype).
+/// Whether `mount` is the root of a FUSE mount (sectionfs shows as `fuse.sectionfs`; an
+/// unprivileged mount through fusermount3 may show as plain `fuse`).
 fn is_fuse_mount(mount: &Path) -> io::Result<bool> {
     let target = mount.canonicalize()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
@@ -91,15 +101,17 @@ pub fn table(rows: &[Row]) -> String {
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
+            // What only a reader of the sidecar may know shows as "-" to others.
+            let fact = |f: fn(&Meta) -> String| r.meta.as_ref().map_or("-".into(), f);
             [
                 crate::name::escape(&r.name),
-                r.meta.size.to_string(),
+                r.size.to_string(),
                 user_name(r.uid),
                 format!("{:04o}", r.mode),
-                r.meta.open_handles.to_string(),
-                r.meta.created_at.clone(),
-                r.meta.commit.as_str().to_string(),
-                r.meta.io.as_str().to_string(),
+                fact(|m| m.open_handles.to_string()),
+                fact(|m| m.created_at.clone()),
+                fact(|m| m.commit.as_str().to_string()),
+                fact(|m| m.io.as_str().to_string()),
             ]
         })
         .collect();
@@ -132,26 +144,37 @@ pub fn table(rows: &[Row]) -> String {
 pub fn json(rows: &[Row]) -> String {
     let mut out = String::from("[");
     for (i, r) in rows.iter().enumerate() {
-        let m = &r.meta;
         out.push_str(if i == 0 { "\n  " } else { ",\n  " });
         write!(
             out,
             "{{\"name\": {}, \"size\": {}, \"owner\": {}, \"uid\": {}, \"gid\": {}, \
-             \"mode\": \"{:04o}\", \"open_handles\": {}, \"created_at\": {}, \
-             \"creator_pid\": {}, \"status\": \"{}\", \"commit\": \"{}\", \"io\": \"{}\"}}",
+             \"mode\": \"{:04o}\", ",
             json_string(&crate::name::escape(&r.name)),
-            m.size,
+            r.size,
             json_string(&user_name(r.uid)),
             r.uid,
             r.gid,
             r.mode,
-            m.open_handles,
-            json_string(&m.created_at),
-            m.creator_pid,
-            m.status.as_str(),
-            m.commit.as_str(),
-            m.io.as_str(),
         )
+        .ok();
+        // What only a reader of the sidecar may know is null to others.
+        match &r.meta {
+            Some(m) => write!(
+                out,
+                "\"open_handles\": {}, \"created_at\": {}, \"creator_pid\": {}, \
+                 \"status\": \"{}\", \"commit\": \"{}\", \"io\": \"{}\"}}",
+                m.open_handles,
+                json_string(&m.created_at),
+                m.creator_pid,
+                m.status.as_str(),
+                m.commit.as_str(),
+                m.io.as_str(),
+            ),
+            None => out.write_str(
+                "\"open_handles\": null, \"created_at\": null, \"creator_pid\": null, \
+                 \"status\": null, \"commit\": null, \"io\": null}",
+            ),
+        }
         .ok();
     }
     out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
@@ -203,7 +226,8 @@ mod tests {
     fn row(name: &str, size: u64) -> Row {
         Row {
             name: name.into(),
-            meta: Meta {
+            size,
+            meta: Some(Meta {
                 name: name.into(),
                 size,
                 status: Status::Created,
@@ -212,7 +236,7 @@ mod tests {
                 open_handles: 1,
                 io: IoMode::Passthrough,
                 commit: Commit::Eager,
-            },
+            }),
             uid: 0,
             gid: 0,
             mode: 0o600,
@@ -238,6 +262,14 @@ mod tests {
         assert!(j.contains("\"name\": \"x\\\"y\""), "{j}");
         assert!(j.contains("\"mode\": \"0600\""), "{j}");
         assert!(j.contains("\"status\": \"created\""), "{j}");
+        let private = Row {
+            meta: None,
+            ..row("p", 5)
+        };
+        let j = json(&[private.clone()]);
+        assert!(j.contains("\"size\": 5, "), "{j}");
+        assert!(j.contains("\"status\": null"), "{j}");
+        assert!(table(&[private]).contains("   5  root   0600        -  -"));
     }
 
     #[test]

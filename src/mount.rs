@@ -174,9 +174,15 @@ fn mount_and_run(
         }
         None => println!("{banner}"),
     }
-    session
-        .run()
-        .map_err(|e| format!("session ended with an error: {e}"))?;
+    match session.run() {
+        Ok(()) => {}
+        // After the last user of a lazily detached mount lets go, a worker may read the
+        // closed connection as aborted rather than gone: the same end.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            log::info!("session ended: the kernel closed the connection ({e})");
+        }
+        Err(e) => return Err(format!("session ended with an error: {e}")),
+    }
     // The kernel ended the session: it was unmounted, nothing is left to take down.
     if let Some(typed) = typed {
         typed.disarm();

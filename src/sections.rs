@@ -447,8 +447,9 @@ impl Sections {
         };
         match file {
             Some(file) => fstat(&file),
-            None if linked => (self.store.stat(section.id))
-                .map_err(|e| self.gone(section.id, e.into())),
+            None if linked => {
+                (self.store.stat(section.id)).map_err(|e| self.gone(section.id, e.into()))
+            }
             None => Err(Error::NotFound),
         }
     }

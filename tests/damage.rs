@@ -416,7 +416,10 @@ fn a_file_removed_while_mounted_frees_its_name() {
             // open file) of the section.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while common::read_meta(mount.path(), first)["open_handles"] != "0" {
-                assert!(std::time::Instant::now() < deadline, "{opts}: handle never released");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{opts}: handle never released"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             let (file, _) = find_section(&sections, first);
@@ -465,7 +468,11 @@ fn a_file_removed_while_mounted_frees_its_name() {
             drop(f);
             let meta = common::read_meta(mount.path(), first);
             assert_eq!(meta["status"], "created", "{opts}: {first}: made anew");
-            assert_eq!(fs::read(&path).expect("read back"), b"new", "{opts}: {first}");
+            assert_eq!(
+                fs::read(&path).expect("read back"),
+                b"new",
+                "{opts}: {first}"
+            );
         }
         let log = mount.log();
         let warnings = log
@@ -474,7 +481,11 @@ fn a_file_removed_while_mounted_frees_its_name() {
             .count();
         // `create` meets the loss inside the open-or-create; every other first request
         // meets it once.
-        assert_eq!(warnings, firsts.len(), "{opts}: one warning per loss\n{log}");
+        assert_eq!(
+            warnings,
+            firsts.len(),
+            "{opts}: one warning per loss\n{log}"
+        );
         mount.unmount();
     }
 }

@@ -10,7 +10,7 @@ use common::Mount;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use users::{A, B, ROOT};
 
@@ -516,5 +516,151 @@ fn a_sidecar_tells_nothing_to_those_who_cannot_read_it() {
             "{mode}"
         );
         m.unmount();
+    }
+}
+
+#[test]
+fn sectionfs_list_works_for_every_user() {
+    if !common::require_fuse() {
+        return;
+    }
+    let m = shared_mount("passthrough=auto");
+    assert_eq!(
+        A.on("open", &m.section("private"), &["bc", "600", "0"]),
+        "ok status=created"
+    );
+    assert_eq!(A.on("pwrite", &m.section("private"), &["0", "5"]), "ok 5");
+    assert_eq!(
+        B.on("open", &m.section("shared"), &["bc", "644", "0"]),
+        "ok status=created"
+    );
+    let bins = tempfile::Builder::new()
+        .prefix("sectionfs-list-")
+        .tempdir()
+        .expect("temp dir");
+    fs::set_permissions(bins.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = users::exposed(&common::daemon_bin(), bins.path());
+    for user in [A, B] {
+        let out = user
+            .command(&bin)
+            .arg("list")
+            .arg(m.path())
+            .output()
+            .expect("run sectionfs list");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "uid {}: {stderr}", user.uid);
+        let line = |n: &str| {
+            stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{n} ")))
+                .unwrap_or_else(|| panic!("uid {}: no {n} in\n{stdout}", user.uid))
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        // NAME SIZE OWNER MODE HANDLES CREATED COMMIT IO
+        let private = line("private");
+        assert_eq!(private[1], "5", "uid {}: the size stat shows", user.uid);
+        assert_eq!(private[3], "0600");
+        if user == B {
+            assert_eq!(&private[4..], ["-", "-", "-", "-"], "what B may not read");
+        } else {
+            assert_eq!(private[6], "eager", "A reads its own sidecar");
+        }
+        assert_eq!(line("shared")[6], "eager", "uid {}", user.uid);
+        let json = user
+            .command(&bin)
+            .args(["list", "--json"])
+            .arg(m.path())
+            .output()
+            .expect("run sectionfs list --json");
+        assert!(json.status.success(), "uid {}: --json", user.uid);
+    }
+    m.unmount();
+}
+
+/// An overlayfs mount for a test, unmounted on drop.
+struct Overlay {
+    dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn new() -> Overlay {
+        let dir = tempfile::tempdir().expect("temp dir for an overlay");
+        for d in ["lower", "upper", "work", "merged"] {
+            fs::create_dir(dir.path().join(d)).expect("overlay dir");
+        }
+        let p = |d: &str| dir.path().join(d).display().to_string();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            p("lower"),
+            p("upper"),
+            p("work")
+        );
+        common::run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &opts])
+                .arg(p("merged")),
+        );
+        Overlay { dir }
+    }
+
+    fn merged(&self) -> std::path::PathBuf {
+        self.dir.path().join("merged")
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        // Lazily: a daemon that still holds the file (a test that failed) lets go later.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.merged())
+            .status();
+    }
+}
+
+#[test]
+fn users_cannot_flood_the_log() {
+    if !common::require_fuse() {
+        return;
+    }
+    for mode in common::modes() {
+        let m = Mount::new_quiet(&format!("allow_other,{mode}"));
+        users::share(&m);
+        let mut overlay = None;
+        // What a caller causes is a refusal, logged at debug: nothing at the default level.
+        let before = m.log().len();
+        let loop_ = format!(
+            "i=0; while [ $i -lt 150 ]; do \
+               ln -s /etc/shadow {0}/s$i; ln -s /nonexistent/x {0}/n$i; \
+               ln -s /root/.bashrc {0}/r$i; i=$((i+1)); done 2>/dev/null",
+            m.path().display()
+        );
+        let status = B.command("sh").args(["-c", &loop_]).status().expect("sh");
+        assert!(status.success());
+        assert_eq!(B.on("stat", &m.section("s0"), &[]), "ENOENT", "{mode}");
+        let grown = m.log()[before..].to_string();
+        assert!(grown.len() < 1024, "{mode}: the log grew by\n{grown}");
+        if mode == "passthrough=on" {
+            // A fault a caller can repeat (a file the kernel cannot pass through: its
+            // stack is too deep) is a warning, but at most a burst of them.
+            let target = overlay.insert(Overlay::new()).merged().join("f");
+            fs::write(&target, b"on an overlay").expect("write the overlay file");
+            let section = m.section("over");
+            std::os::unix::fs::symlink(&target, &section).expect("ln -s");
+            for _ in 0..100 {
+                let e = fs::File::open(&section).expect_err("passthrough of an overlay file");
+                assert_eq!(e.raw_os_error(), Some(libc::EIO));
+            }
+            let warnings = m.log().lines().filter(|l| l.contains("WARN")).count();
+            assert!(warnings <= 20, "{mode}: {warnings} warnings\n{}", m.log());
+            assert!(warnings >= 1, "{mode}: the fault is reported\n{}", m.log());
+        }
+        m.unmount();
+        drop(overlay);
     }
 }

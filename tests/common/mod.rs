@@ -64,7 +64,17 @@ impl Mount {
         Mount::try_start(Some(store), opts)
     }
 
+    /// Like `new`, with the daemon logging at its default level (info) instead of debug:
+    /// for tests of what reaches the log in production.
+    pub fn new_quiet(opts: &str) -> Mount {
+        Mount::try_start_logging(None, opts, "info").unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn try_start(store: Option<&Path>, opts: &str) -> Result<Mount, String> {
+        Mount::try_start_logging(store, opts, "debug")
+    }
+
+    fn try_start_logging(store: Option<&Path>, opts: &str, level: &str) -> Result<Mount, String> {
         let dir = tempfile::Builder::new()
             .prefix("sectionfs-test-")
             .tempdir()
@@ -104,7 +114,7 @@ impl Mount {
             .stdout(log_out)
             .stderr(log);
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "debug");
+            cmd.env("RUST_LOG", level);
         }
         let child = cmd
             .spawn()
