@@ -42,6 +42,9 @@ const NEGATIVE_TTL: Duration = SECTION_TTL;
 /// Largest write the kernel sends in one request (it caps this at 1 MiB).
 const MAX_WRITE: u32 = 1 << 20;
 
+/// An inode's passthrough registration and its count of open files, locked.
+type Backing<'a> = RefMut<'a, u64, (BackingId, u32)>;
+
 pub struct SectionFs {
     model: Arc<Sections>,
     /// Passthrough mode: the kernel allows one backing per inode while any of its files is
@@ -169,7 +172,7 @@ impl SectionFs {
         &self,
         ino: u64,
         register: impl FnOnce() -> io::Result<BackingId>,
-    ) -> io::Result<RefMut<'_, u64, (BackingId, u32)>> {
+    ) -> io::Result<Backing<'_>> {
         let mut b = self
             .backings
             .entry(ino)
@@ -186,7 +189,7 @@ impl SectionFs {
         &self,
         ino: u64,
         register: impl FnOnce() -> io::Result<BackingId>,
-    ) -> Result<Option<RefMut<'_, u64, (BackingId, u32)>>, Error> {
+    ) -> Result<Option<Backing<'_>>, Error> {
         if !self.passthrough() {
             return Ok(None);
         }

@@ -266,7 +266,7 @@ mod tests {
             meta: None,
             ..row("p", 5)
         };
-        let j = json(&[private.clone()]);
+        let j = json(std::slice::from_ref(&private));
         assert!(j.contains("\"size\": 5, "), "{j}");
         assert!(j.contains("\"status\": null"), "{j}");
         assert!(table(&[private]).contains("   5  root   0600        -  -"));

@@ -1371,7 +1371,6 @@ impl Sections {
         // The new record first: if the removal below never happens (crash), the next scan
         // sees two records for `new` and keeps this, the newer one.
         if let Err(e) = self.store.write_record(src, &record) {
-            let e = Error::from(e);
             if !e.is_gone() {
                 return Err(e);
             }
