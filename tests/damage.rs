@@ -457,6 +457,7 @@ fn a_file_removed_while_mounted_frees_its_name() {
                 .read(true)
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .open(&path)
                 .unwrap_or_else(|e| panic!("{opts}: {first}: O_CREAT after the loss: {e}"));
             assert_eq!(
