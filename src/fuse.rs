@@ -657,9 +657,8 @@ impl fuser::Filesystem for SectionFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.model.facts(caller(req), ino.0) {
-            Ok(f) => reply_xattr(reply, &f.xattr_names(), size),
-            Err(Error::NoAttr) => reply_xattr(reply, b"", size),
+        match self.model.xattr_names(caller(req), ino.0) {
+            Ok(names) => reply_xattr(reply, &names, size),
             Err(e) => reply.error(errno("listxattr", &self.inode(ino), &e)),
         }
     }

@@ -512,6 +512,25 @@ impl Sections {
         self.facts_of(&*self.section(ino)?, caller)
     }
 
+    /// The names of the section's `user.sectionfs.*` attributes, NUL-separated: none to
+    /// a caller who may not read the section (the kernel does not check listxattr, and
+    /// which names exist tells whether a section is over a file or goes with its handles).
+    pub fn xattr_names(&self, caller: Caller, ino: u64) -> Result<Vec<u8>> {
+        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
+            return Ok(Vec::new());
+        }
+        let section = self.section(ino)?;
+        let readable = {
+            let st = lock(&section.state);
+            let r = &st.record;
+            may_read(r.mode, r.uid, r.gid, caller)
+        };
+        if !readable {
+            return Ok(Vec::new());
+        }
+        Ok(self.facts_of(&section, caller)?.xattr_names())
+    }
+
     fn facts_of(&self, section: &Section, caller: Caller) -> Result<Facts> {
         let size = self.stat(section)?.st_size as u64;
         let process = caller.process();

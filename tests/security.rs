@@ -507,6 +507,9 @@ fn a_sidecar_tells_nothing_to_those_who_cannot_read_it() {
             fs::metadata(&meta).expect("stat sidecar").mtime_nsec(),
         );
         assert_eq!(meta_mtime, section_mtime, "{mode}: the section's own mtime");
+        // Nor do the attribute names, which the kernel lets anyone list.
+        assert_eq!(B.on("listxattr", &s, &[]), "ok 0", "{mode}");
+        assert_ne!(A.on("listxattr", &s, &[]), "ok 0", "{mode}");
         // A, who may read it, sees the text's length.
         let text = fs::read(&meta).expect("read the sidecar as root");
         let seen_by_a = A.on("stat", &meta, &[]);
