@@ -641,7 +641,9 @@ impl Sections {
                 Ok(attached) => Ok((id, file, attached)),
                 Err(e) => {
                     if let Err(e) = self.store.remove(id) {
-                        log::warn!("store: cannot remove a half-made section {id}: {e}");
+                        crate::error::warn_limited(format_args!(
+                            "store: cannot remove a half-made section {id}: {e}"
+                        ));
                     }
                     Err(e)
                 }
