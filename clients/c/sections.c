@@ -367,7 +367,10 @@ static HANDLE create_over_file(const char *path, int file_fd, DWORD protect, uin
         if (fd >= 0)
             break;
         if (errno != ENOENT || created) {
-            fail_errno();
+            err = win32_error(errno);
+            if (created)
+                unlink(path); /* this call's section must not outlive its failure */
+            last_error = err;
             return NULL;
         }
     }
