@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install sectionfs where mount(8) and fstab find it.
 #
-#   ./mount-scripts/install.sh              build (release) and install the binary
+#   ./mount-scripts/install.sh              build (release) and install the binary, and the C
+#                                           library (libsections, sections.h, sections.pc)
 #   ./mount-scripts/install.sh --systemd    ... and the systemd unit sectionfs.service
 #   ./mount-scripts/install.sh --uninstall  remove what the two above installed
 #
@@ -12,6 +13,10 @@
 #
 # Environment: PREFIX (default /usr/local), SECTIONFS_BIN (install this binary instead of
 # building one), SYSTEMD_DIR (default /etc/systemd/system).
+#
+# The C library goes to PREFIX/lib, PREFIX/include and PREFIX/lib/pkgconfig, so that
+# `cc prog.c $(pkg-config --cflags --libs sections)` builds against it (for a PREFIX other
+# than /usr/local, add PREFIX/lib/pkgconfig to PKG_CONFIG_PATH). It needs cc and make.
 set -eu
 
 step="start"
@@ -35,11 +40,15 @@ esac
 if [ "$action" = --uninstall ]; then
     step="remove $prefix/bin/sectionfs"
     rm -f "$prefix/bin/sectionfs"
+    step="remove the C library from $prefix"
+    if command -v make >/dev/null 2>&1; then
+        make -s -f "$repo/clients/c/Makefile" PREFIX="$prefix" uninstall
+    fi
     if [ -f "$unit_dir/sectionfs.service" ]; then
         step="remove $unit_dir/sectionfs.service"
         rm -f "$unit_dir/sectionfs.service"
     fi
-    echo "removed sectionfs from $prefix/bin (stores and mounts are left as they are)"
+    echo "removed sectionfs from $prefix (stores and mounts are left as they are)"
     exit 0
 fi
 
@@ -65,6 +74,21 @@ mkdir -p "$prefix/bin"
 install -m 0755 "$bin" "$prefix/bin/.sectionfs.new"
 mv -f "$prefix/bin/.sectionfs.new" "$prefix/bin/sectionfs"
 echo "installed $("$prefix/bin/sectionfs" --version) as $prefix/bin/sectionfs"
+
+step="build and install the C library (make -f clients/c/Makefile install)"
+if command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1; then
+    build=$(mktemp -d)
+    # Built outside the checkout, so the source tree stays clean.
+    make -s -f "$repo/clients/c/Makefile" BUILDDIR="$build" PREFIX="$prefix" install
+    rm -rf "$build"
+    # The default prefix is in the loader's search path; tell its cache.
+    if [ "$prefix" = /usr/local ] && [ "$(id -u)" = 0 ] && command -v ldconfig >/dev/null 2>&1; then
+        ldconfig
+    fi
+    echo "installed libsections, sections.h and sections.pc under $prefix"
+else
+    echo "C library not installed: it needs cc and make (apt-get install gcc make)" >&2
+fi
 
 if [ "$action" = --systemd ]; then
     step="install $unit_dir/sectionfs.service"

@@ -39,9 +39,11 @@ venv=${SECTIONFS_TEST_VENV:-$PWD/target/test-venv}
 if [ ! -x "$venv/bin/python3" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python3" -c 'import numpy, lmdb' >/dev/null 2>&1; then
-    echo "test.sh: installing numpy and lmdb into $venv"
-    "$venv/bin/python3" -m pip install -q --disable-pip-version-check numpy lmdb
+# wheel (with the venv's setuptools) lets the tests run `pip install ./clients/python`
+# offline, with --no-build-isolation.
+if ! "$venv/bin/python3" -c 'import numpy, lmdb, setuptools, wheel' >/dev/null 2>&1; then
+    echo "test.sh: installing numpy, lmdb, setuptools and wheel into $venv"
+    "$venv/bin/python3" -m pip install -q --disable-pip-version-check numpy lmdb setuptools wheel
 fi
 export PATH="$venv/bin:$PATH"
 export SECTIONFS_TEST_VENV="$venv"

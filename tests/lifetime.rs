@@ -105,11 +105,9 @@ fn persistent_stays_the_default_and_setfattr_chooses_per_section() {
     wait_gone(&m.section("brief"));
     assert!(m.section("kept").exists());
     // Only the two lifetimes exist.
-    let bad = common::sh(&format!(
-        "setfattr -n user.sectionfs.lifetime -v forever {dir}/kept"
-    ));
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"));
+    let bad = common::set_xattr(&m.section("kept"), "user.sectionfs.lifetime", b"forever")
+        .expect_err("an unknown lifetime");
+    assert_eq!(bad.raw_os_error(), Some(libc::EINVAL));
 }
 
 #[test]

@@ -191,23 +191,14 @@ fn local_sections_survive_a_restart_and_old_reserved_names_are_left_aside() {
         .into_iter()
         .map(|f| store.join("sections").join(f))
         .find(|p| {
-            let out = common::sh(&format!(
-                "getfattr --only-values -n user.sectionfs.record {}",
-                p.display()
-            ));
-            String::from_utf8_lossy(&out.stdout).contains("name=Glob\n")
+            common::get_xattr(p, "user.sectionfs.record")
+                .is_ok_and(|r| String::from_utf8_lossy(&r).contains("name=Glob\n"))
         })
         .expect("Glob's backing file");
-    let out = common::sh(&format!(
-        "r=$(getfattr --only-values -n user.sectionfs.record {p}) && \
-         setfattr -n user.sectionfs.record -v \"${{r/name=Glob/name=Global}}\" {p}",
-        p = glob.display()
-    ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let record = common::get_xattr(&glob, "user.sectionfs.record").expect("Glob's record");
+    let renamed = String::from_utf8_lossy(&record).replace("name=Glob\n", "name=Global\n");
+    common::set_xattr(&glob, "user.sectionfs.record", renamed.as_bytes())
+        .expect("rewrite Glob's record");
 
     let m = shared_mount(Some(&store), "");
     assert_eq!(
