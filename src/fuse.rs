@@ -290,7 +290,10 @@ impl fuser::Filesystem for SectionFs {
             atime: atime.map(system_time),
             mtime: mtime.map(system_time),
         };
-        match self.model.set_attr(caller(req), ino.0, fh.map(|f| f.0), change) {
+        match self
+            .model
+            .set_attr(caller(req), ino.0, fh.map(|f| f.0), change)
+        {
             Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &(self.inode(ino), change), &e)),
         }

@@ -850,7 +850,9 @@ impl Sections {
                 Err(p) => p.into_inner().0,
             };
         }
-        if self.io() == IoMode::Passthrough && self.views.mapped_elsewhere(section.id, pid) != Some(false) {
+        if self.io() == IoMode::Passthrough
+            && self.views.mapped_elsewhere(section.id, pid) != Some(false)
+        {
             return Err(Error::Busy);
         }
         Ok(st)
@@ -1655,7 +1657,10 @@ mod tests {
             size: Some(size),
             ..Default::default()
         };
-        assert_eq!(m.set_attr(A, attr.ino, None, size(8192)).unwrap().size, 8192);
+        assert_eq!(
+            m.set_attr(A, attr.ino, None, size(8192)).unwrap().size,
+            8192
+        );
         m.write(h.fh, 10_000, b"tail").unwrap();
         assert_eq!(m.attr(A, attr.ino).unwrap().size, 10_004);
         assert_eq!(m.read(h.fh, 10_000, 100).unwrap(), b"tail");
@@ -1666,7 +1671,12 @@ mod tests {
         ));
         assert_eq!(m.attr(A, attr.ino).unwrap().size, 10_004);
         // Through the only handle: allowed.
-        assert_eq!(m.set_attr(A, attr.ino, Some(h.fh), size(9000)).unwrap().size, 9000);
+        assert_eq!(
+            m.set_attr(A, attr.ino, Some(h.fh), size(9000))
+                .unwrap()
+                .size,
+            9000
+        );
         // Another handle makes it busy, O_TRUNC too.
         let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
         assert!(matches!(
@@ -1685,7 +1695,10 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(50));
                 m.release(b.fh).unwrap();
             });
-            assert_eq!(m.set_attr(A, attr.ino, Some(h.fh), size(10)).unwrap().size, 10);
+            assert_eq!(
+                m.set_attr(A, attr.ino, Some(h.fh), size(10)).unwrap().size,
+                10
+            );
         });
         m.release(h.fh).unwrap();
         // O_TRUNC with no handle open: the section is cut to 0 by the open.

@@ -138,10 +138,7 @@ pub fn scan(dev: Dev, ino: u64, except: u32, buf: &mut Vec<u8>) -> bool {
 /// A line: `start-end perms offset major:minor inode [path]`.
 pub fn maps_hold(text: &[u8], dev: Dev, ino: u64) -> bool {
     text.split(|&b| b == b'\n').any(|line| {
-        let mut fields = line
-            .split(|&b| b == b' ')
-            .filter(|f| !f.is_empty())
-            .skip(3);
+        let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).skip(3);
         let (Some(d), Some(i)) = (fields.next(), fields.next()) else {
             return false;
         };
@@ -170,7 +167,9 @@ pub fn mount_dev(mnt: &[u8]) -> Option<Dev> {
         .filter(|line| {
             // Fields: id parent MAJ:MIN root MOUNTPOINT opts [optional...] - FSTYPE ...
             let point = line.split(' ').nth(4);
-            let fstype = line.split_once(" - ").and_then(|(_, r)| r.split(' ').next());
+            let fstype = line
+                .split_once(" - ")
+                .and_then(|(_, r)| r.split(' ').next());
             matches!((point, fstype), (Some(p), Some(t))
                 if t.starts_with("fuse") && crate::mount::unescape_mountinfo(p) == mnt)
         })
@@ -181,7 +180,7 @@ pub fn mount_dev(mnt: &[u8]) -> Option<Dev> {
                 minor: minor.parse().ok()?,
             })
         })
-        .last()
+        .next_back()
 }
 
 #[cfg(test)]
@@ -198,7 +197,14 @@ mod tests {
                      7f7e70cd9000-7f7e70cdb000 rw-s 00000000 00:29 2                          /m/A\n";
         assert!(maps_hold(text, dev, 2));
         assert!(!maps_hold(text, dev, 3));
-        assert!(!maps_hold(text, Dev { major: 0, minor: 0x2a }, 2));
+        assert!(!maps_hold(
+            text,
+            Dev {
+                major: 0,
+                minor: 0x2a
+            },
+            2
+        ));
         assert!(!maps_hold(b"", dev, 2));
         assert!(!maps_hold(b"garbage\n\n 1 2 3 4\n", dev, 2));
         // A deleted file's path says so; device and inode still decide.

@@ -45,12 +45,15 @@ fn abort_connection(mount: &Mount) {
         .lines()
         .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
         .filter_map(|l| l.split(' ').nth(2)?.split_once(':')?.1.parse::<u32>().ok())
-        .last()
+        .next_back()
     else {
         return;
     };
     let conns = Path::new("/sys/fs/fuse/connections");
-    if std::fs::read_dir(conns).map(|mut d| d.next().is_none()).unwrap_or(true) {
+    if std::fs::read_dir(conns)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
         let _ = Command::new("mount")
             .args(["-t", "fusectl", "none"])
             .arg(conns)
@@ -111,7 +114,13 @@ fn run(mut cmd: Command, mount: &Mount, what: &str) -> String {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        mount.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        mount
+            .log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -200,7 +209,13 @@ fn sqlite_recovers(opts: &str) {
             "writer {} ({opts}): {}\n{}",
             i + 1,
             String::from_utf8_lossy(&out.stderr),
-            mount.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            mount
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         committed.extend(keys(&String::from_utf8_lossy(&out.stdout)));
     }
@@ -220,13 +235,17 @@ fn sqlite_recovers(opts: &str) {
         &format!("reopen after the kill ({opts})"),
     ));
     let missing: Vec<_> = committed.difference(&found).take(5).collect();
-    assert!(missing.is_empty(), "{opts}: committed rows lost: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "{opts}: committed rows lost: {missing:?}"
+    );
     assert_eq!(found.len(), committed.len(), "{opts}: only committed rows");
     // The sqlite3 command-line shell agrees.
     let cli = run(
         {
             let mut c = Command::new("sqlite3");
-            c.arg(&db).arg("PRAGMA integrity_check; SELECT count(*) FROM t;");
+            c.arg(&db)
+                .arg("PRAGMA integrity_check; SELECT count(*) FROM t;");
             c
         },
         &mount,
@@ -382,7 +401,11 @@ fn a_mapped_section_is_not_shrunk_and_the_sole_holder_may_shrink() {
             .expect_err("O_TRUNC of a mapped section");
         assert_eq!(trunc.raw_os_error(), Some(libc::EBUSY), "{opts}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE, "{opts}");
-        assert_eq!(view.say("check 171"), "ok", "{opts}: the view keeps its bytes");
+        assert_eq!(
+            view.say("check 171"),
+            "ok",
+            "{opts}: the view keeps its bytes"
+        );
         // The holder closes its fd but keeps its view: in passthrough mode the handle goes
         // (the view maps the backing file) and the view is found in /proc/PID/maps; in
         // cached mode the view keeps its handle until munmap.
@@ -393,7 +416,11 @@ fn a_mapped_section_is_not_shrunk_and_the_sole_holder_may_shrink() {
         let e = truncate(&path, 4096).expect_err("shrink of a section still mapped");
         assert!(e.contains(busy), "{opts}: {e}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE, "{opts}");
-        assert_eq!(view.say("check 171"), "ok", "{opts}: the view keeps its bytes");
+        assert_eq!(
+            view.say("check 171"),
+            "ok",
+            "{opts}: the view keeps its bytes"
+        );
         let (status, err) = view.finish();
         assert!(status.success(), "{opts}: view holder: {err}");
         // Nobody else holds it now: the sole holder may cut it.
