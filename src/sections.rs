@@ -20,7 +20,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -179,6 +179,9 @@ pub struct Sections {
     dir_times: Mutex<HashMap<u64, SystemTime>>,
     /// Finds views that outlived their handles (passthrough mode).
     views: ViewFinder,
+    /// Shrinks now waiting for releases: at most one, so that busy shrinks (which any user
+    /// can repeat) never hold more than one of the workers that serve those releases.
+    shrink_waiters: AtomicU32,
     on_vanish: std::sync::OnceLock<VanishHook>,
     /// The user namespaces (`Sessions/UID`) that exist: uid -> the gid shown as the
     /// directory's group. Made on the user's first use, and for every uid with sections.
@@ -295,6 +298,7 @@ impl Sections {
             mounted_at: SystemTime::now(),
             dir_times: Mutex::new(HashMap::new()),
             views: ViewFinder::default(),
+            shrink_waiters: AtomicU32::new(0),
             on_vanish: std::sync::OnceLock::new(),
             user_dirs: Mutex::new(user_dirs),
         })
@@ -839,16 +843,28 @@ impl Sections {
         pid: u32,
         wait: bool,
     ) -> Result<MutexGuard<'a, SectionState>> {
-        let deadline = std::time::Instant::now() + SHRINK_WAIT;
-        while st.handles > own {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if !wait || left.is_zero() {
+        if st.handles > own {
+            if !wait || self.shrink_waiters.fetch_add(1, Ordering::AcqRel) > 0 {
+                if wait {
+                    self.shrink_waiters.fetch_sub(1, Ordering::AcqRel);
+                }
                 return Err(Error::Busy);
             }
-            st = match section.released.wait_timeout(st, left) {
-                Ok((st, _)) => st,
-                Err(p) => p.into_inner().0,
-            };
+            let deadline = std::time::Instant::now() + SHRINK_WAIT;
+            while st.handles > own {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = match section.released.wait_timeout(st, left) {
+                    Ok((st, _)) => st,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+            self.shrink_waiters.fetch_sub(1, Ordering::AcqRel);
+            if st.handles > own {
+                return Err(Error::Busy);
+            }
         }
         if self.io() == IoMode::Passthrough
             && self.views.mapped_elsewhere(section.id, pid) != Some(false)
