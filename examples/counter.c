@@ -66,8 +66,10 @@ static int created(const char *path)
 	return answer;
 }
 
-/* Grows the section to at least `size`. A section never shrinks: if another process
- * grew it past `size` first, ftruncate refuses (EPERM) and the size is fine anyway. */
+/* Grows the section to at least `size`. If another process grew it past `size` first
+ * and still holds it, ftruncate refuses that shrink (EBUSY; EPERM from older daemons)
+ * and the size is fine anyway. (Every process grows to the same sizes, so a late
+ * ftruncate never undoes a larger growth.) */
 static void grow(int fd, off_t size)
 {
 	struct stat st;
@@ -77,7 +79,7 @@ static void grow(int fd, off_t size)
 		return;
 	if (ftruncate(fd, size) == 0)
 		return;
-	if (errno == EPERM && fstat(fd, &st) == 0 && st.st_size >= size)
+	if ((errno == EBUSY || errno == EPERM) && fstat(fd, &st) == 0 && st.st_size >= size)
 		return;
 	fail("ftruncate (grow)");
 }

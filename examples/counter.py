@@ -39,14 +39,16 @@ def created(path):
 
 
 def grow(fd, size):
-    """Grows the section to at least `size`. A section never shrinks: if another process
-    grew it past `size` first, ftruncate refuses (EPERM) and the size is fine anyway."""
+    """Grows the section to at least `size`. If another process grew it past `size` first
+    and still holds it, ftruncate refuses that shrink (EBUSY; EPERM from older daemons)
+    and the size is fine anyway. (Every process grows to the same sizes, so a late
+    ftruncate never undoes a larger growth.)"""
     if os.fstat(fd).st_size >= size:
         return
     try:
         os.ftruncate(fd, size)
-    except PermissionError:
-        if os.fstat(fd).st_size < size:
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EPERM) or os.fstat(fd).st_size < size:
             raise
 
 

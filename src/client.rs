@@ -170,9 +170,16 @@ impl Section {
     }
 
     /// Grows the section to at least `size` bytes and returns its size afterwards. A
-    /// smaller `size` changes nothing (a section never shrinks), as when a second
+    /// smaller `size` changes nothing (`grow` never shrinks), as when a second
     /// `CreateFileMapping` asks for less than the section has. Every process sees the new
     /// size at once; views keep their length, so map the new tail to use it.
+    ///
+    /// It is `fstat`, then `ftruncate` if the section is smaller. If another process grows
+    /// the section in between, the `ftruncate` is a shrink: refused (`EBUSY`) while that
+    /// process still holds the section, which `grow` takes as "big enough"; but if it has
+    /// already closed it and nobody maps it, the mount lets this sole holder shrink it back
+    /// to `size`, as `ftruncate` would on any file. Processes that grow one section
+    /// concurrently and then let go of it should grow under [`Section::lock`].
     ///
     /// Fails with `ENOSPC` when the store cannot hold the growth (`commit=eager`), leaving
     /// the size as it was.
@@ -193,12 +200,15 @@ impl Section {
         }
         match self.file.set_len(size) {
             Ok(()) => Ok(size),
-            // Another process grew it past `size` between our fstat and ftruncate: the
-            // ftruncate was then a shrink, refused. The section is big enough anyway.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => match self.size()? {
-                now if now >= size => Ok(now),
-                _ => Err(e),
-            },
+            // Another process grew it past `size` between our fstat and ftruncate and still
+            // holds it: the ftruncate was a shrink, refused (EBUSY; EPERM from daemons
+            // older than the shrink rule). The section is big enough anyway.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EPERM)) => {
+                match self.size()? {
+                    now if now >= size => Ok(now),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }

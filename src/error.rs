@@ -18,8 +18,9 @@ pub enum Error {
     InvalidName,
     /// A name longer than [`crate::name::MAX_NAME_LEN`] bytes.
     NameTooLong,
-    /// A size change that would make a section smaller, or `O_TRUNC` on a non-empty one.
-    Shrink,
+    /// A shrink (a smaller size, or `O_TRUNC` on a non-empty section) while another handle
+    /// or a view of the section exists, or while that cannot be known in time.
+    Busy,
     /// A size or offset beyond what a section may hold.
     TooBig,
     /// The store cannot hold the growth (eager commit) or the write.
@@ -71,9 +72,10 @@ impl Error {
             // which POSIX spells EINVAL.
             Error::InvalidName => libc::EINVAL,
             Error::NameTooLong => libc::ENAMETOOLONG,
-            // A section never shrinks; EPERM says "not allowed on this object", which is
-            // what a Windows program gets for trying to shrink a section.
-            Error::Shrink => libc::EPERM,
+            // A shrink is refused only while something else may use the bytes it would cut
+            // (Windows: ERROR_USER_MAPPED_FILE); EBUSY says "not now", not "never", as the
+            // sole holder may shrink.
+            Error::Busy => libc::EBUSY,
             Error::TooBig => libc::EFBIG,
             Error::NoSpace => libc::ENOSPC,
             // Not EDQUOT: to its owner a capped store is a full one, and programs (and the
@@ -191,7 +193,7 @@ impl fmt::Display for Error {
             Error::Exists => "section exists",
             Error::InvalidName => "invalid section name",
             Error::NameTooLong => "section name too long",
-            Error::Shrink => "a section never shrinks",
+            Error::Busy => "cannot shrink: another handle or a view of the section exists",
             Error::TooBig => "size beyond the maximum",
             Error::NoSpace => "the store is full",
             Error::QuotaExceeded => "the owner's user_quota is used up",

@@ -287,7 +287,7 @@ impl fuser::Filesystem for SectionFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -302,7 +302,10 @@ impl fuser::Filesystem for SectionFs {
             atime: atime.map(system_time),
             mtime: mtime.map(system_time),
         };
-        match self.model.set_attr(caller(req), ino.0, change) {
+        match self
+            .model
+            .set_attr(caller(req), ino.0, fh.map(|f| f.0), change)
+        {
             Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &(self.inode(ino), change), &e)),
         }

@@ -17,3 +17,4 @@ pub mod namespace;
 pub mod quota;
 pub mod sections;
 pub mod store;
+pub mod views;

@@ -150,6 +150,16 @@ fn mount_and_run(
         IoMode::Cached
     };
     model.set_io(io);
+    if io == IoMode::Passthrough {
+        // Views that outlive their handles are found by this device in /proc/PID/maps.
+        match crate::views::mount_dev(mnt.as_os_str().as_bytes()) {
+            Some(dev) => model.set_mount_dev(dev),
+            None => log::warn!(
+                "cannot find {} in /proc/self/mountinfo: shrinks will be refused (EBUSY)",
+                mnt.display()
+            ),
+        }
+    }
     spawn_invalidator(&model, session.notifier());
     log::info!(
         "mounted {} (store {}, io={}, commit={})",

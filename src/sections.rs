@@ -12,6 +12,7 @@ use crate::name;
 use crate::namespace::{self, NS_BIT, Ns};
 use crate::quota::{self, Quota};
 use crate::store::{self, Commit, FileBacking, Lifetime, Record, Store};
+use crate::views::{Dev, ViewFinder};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -19,13 +20,18 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const ROOT_INO: u64 = 1;
 /// Set in a sidecar's inode number; never set in a section id (ids stop at `store::MAX_ID`).
 pub const SIDECAR_BIT: u64 = 1 << 62;
+/// How long a shrink waits for other handles to go before it answers EBUSY. close(2)
+/// returns before the kernel's RELEASE reaches the daemon, so a handle just closed (a
+/// SQLite process that lost the race to recover a `-shm` and closed it) is still counted
+/// for a moment; this covers that moment, not a holder that keeps its handle.
+const SHRINK_WAIT: Duration = Duration::from_millis(300);
 
 /// An `attach` step that has nothing to attach (the cached data mode, unit tests).
 pub fn no_attach(_ino: u64, _file: &File) -> Result<()> {
@@ -121,6 +127,8 @@ struct Section {
     /// Fixed at creation.
     commit: Commit,
     state: Mutex<SectionState>,
+    /// Signalled (with `state`) when a handle is released: a shrink waits on it.
+    released: Condvar,
 }
 
 struct SectionState {
@@ -171,6 +179,14 @@ pub struct Sections {
     next_fh: AtomicU64,
     seq: AtomicU64,
     mounted_at: SystemTime,
+    /// Modification times of the root and of `Sessions/UID` (by inode) since a name in
+    /// them was made, removed or renamed; a directory not in it shows `mounted_at`.
+    dir_times: Mutex<HashMap<u64, SystemTime>>,
+    /// Finds views that outlived their handles (passthrough mode).
+    views: ViewFinder,
+    /// Shrinks now waiting for releases: at most one, so that busy shrinks (which any user
+    /// can repeat) never hold more than one of the workers that serve those releases.
+    shrink_waiters: AtomicU32,
     on_vanish: std::sync::OnceLock<VanishHook>,
     /// The user namespaces (`Sessions/UID`) that exist: uid -> the gid shown as the
     /// directory's group. Made on the user's first use, and for every uid with sections.
@@ -264,6 +280,7 @@ impl Sections {
                 id: f.id,
                 commit: state.record.commit,
                 state: Mutex::new(state),
+                released: Condvar::new(),
             };
             inodes.insert(f.id, Arc::new(section));
         }
@@ -284,6 +301,9 @@ impl Sections {
             next_fh: AtomicU64::new(1),
             seq: AtomicU64::new(max_seq + 1),
             mounted_at: SystemTime::now(),
+            dir_times: Mutex::new(HashMap::new()),
+            views: ViewFinder::default(),
+            shrink_waiters: AtomicU32::new(0),
             on_vanish: std::sync::OnceLock::new(),
             user_dirs: Mutex::new(user_dirs),
         })
@@ -302,6 +322,11 @@ impl Sections {
     pub fn set_io(&self, io: IoMode) {
         self.passthrough
             .store(io == IoMode::Passthrough, Ordering::Relaxed);
+    }
+
+    /// The mount's device, as `/proc/PID/maps` shows views of its sections.
+    pub fn set_mount_dev(&self, dev: Dev) {
+        self.views.set_dev(dev);
     }
 
     pub fn io(&self) -> IoMode {
@@ -421,15 +446,29 @@ impl Sections {
         }
     }
 
+    /// When a name in directory `ino` last changed (mount time if never).
+    fn dir_time(&self, ino: u64) -> SystemTime {
+        *lock(&self.dir_times).get(&ino).unwrap_or(&self.mounted_at)
+    }
+
+    /// A name in namespace `ns` was made, removed or renamed: its directory's mtime and
+    /// ctime move, as on /dev/shm (watchers compare a directory's mtime). The kernel
+    /// refreshes the directory's attributes itself after its own create, unlink and rename
+    /// (`fuse_dir_changed`), and after a `FUSE_NOTIFY_INVAL_ENTRY`.
+    fn dir_changed(&self, ns: Ns) {
+        lock(&self.dir_times).insert(namespace::dir_ino(ns), SystemTime::now());
+    }
+
     fn root_attr(&self) -> Attr {
+        let t = self.dir_time(ROOT_INO);
         Attr {
             ino: ROOT_INO,
             kind: Kind::Directory,
             size: 0,
             blocks: 0,
             atime: self.mounted_at,
-            mtime: self.mounted_at,
-            ctime: self.mounted_at,
+            mtime: t,
+            ctime: t,
             // Like /dev/shm: anyone may create, only owners may remove (sticky).
             perm: 0o1777,
             nlink: 2,
@@ -600,9 +639,10 @@ impl Sections {
             // The namespace lock is held through the open: an unlink in between would
             // otherwise turn this open-or-create into ENOENT.
             let section = self.section(id)?;
+            // No wait for releases in flight here: the namespace lock is held.
             let st = lock(&section.state);
-            match self.file_to_open(&section, &st, flags) {
-                Ok(file) => {
+            match self.file_to_open(pid, &section, st, flags, false) {
+                Ok((st, file)) => {
                     let (opened, attached) = self.open_locked(pid, &section, st, file, attach)?;
                     drop(names);
                     lock(&section.state).lookups += 1;
@@ -610,7 +650,6 @@ impl Sections {
                 }
                 // Its file was removed from the store: the name is made anew below.
                 Err(e) if e.is_gone() => {
-                    drop(st);
                     lost = self.drop_lost(&mut names, id).map(|l| (id, l));
                 }
                 Err(e) => return Err(e),
@@ -665,9 +704,11 @@ impl Sections {
             id,
             commit: self.options.commit,
             state: Mutex::new(state),
+            released: Condvar::new(),
         });
         self.inodes.insert(id, Arc::clone(&section));
         names.insert(key.into_owned(), id);
+        self.dir_changed(ns);
         drop(names);
         if let Some((lost_id, l)) = lost {
             // The kernel asked to create: it holds no entry of the old section to drop.
@@ -743,9 +784,11 @@ impl Sections {
             id,
             commit: self.options.commit,
             state: Mutex::new(state),
+            released: Condvar::new(),
         });
         self.inodes.insert(id, Arc::clone(&section));
         names.insert(key.into_owned(), id);
+        self.dir_changed(ns);
         drop(names);
         log::debug!(
             "section {name:?} over {} ({})",
@@ -773,7 +816,7 @@ impl Sections {
         if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
             return Err(Error::BadHandle);
         }
-        self.open_section(caller.process(), &*self.section(ino)?, flags, attach)
+        self.open_section(caller.process(), &*self.section(ino)?, flags, true, attach)
             .map_err(|e| self.gone(ino, e))
     }
 
@@ -788,32 +831,45 @@ impl Sections {
     }
 
     /// Opens `section` for process `pid` (a thread group id). `attach` runs under the
-    /// section's lock, after every check and before anything is counted.
+    /// section's lock, after every check and before anything is counted. `O_TRUNC` on a
+    /// non-empty section is a shrink: see [`Sections::shrink_guard`]; `wait` says whether
+    /// it may wait for handles being released.
     fn open_section<T>(
         &self,
         pid: u32,
         section: &Section,
         flags: i32,
+        wait: bool,
         attach: impl FnOnce(u64, &File) -> Result<T>,
     ) -> Result<(Opened, T)> {
         let st = lock(&section.state);
-        let file = self.file_to_open(section, &st, flags)?;
+        let (st, file) = self.file_to_open(pid, section, st, flags, wait)?;
         self.open_locked(pid, section, st, file, attach)
     }
 
-    /// The checks of an open, and the file it will share: the section's backing file.
-    fn file_to_open(&self, section: &Section, st: &SectionState, flags: i32) -> Result<Arc<File>> {
+    /// The checks of an open, its `O_TRUNC`, and the file it will share: the section's
+    /// backing file. Takes and gives back the state lock (a shrink may wait without it).
+    fn file_to_open<'a>(
+        &self,
+        pid: u32,
+        section: &'a Section,
+        mut st: MutexGuard<'a, SectionState>,
+        flags: i32,
+        wait: bool,
+    ) -> Result<(MutexGuard<'a, SectionState>, Arc<File>)> {
         if st.read_only()
             && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0)
         {
             return Err(Error::ReadOnly);
         }
-        let file = self.file_of(section, st)?;
-        // O_TRUNC would shrink a non-empty section.
+        let file = self.file_of(section, &st)?;
+        // The kernel asked for FUSE_ATOMIC_O_TRUNC: the truncation is this OPEN's job.
         if flags & libc::O_TRUNC != 0 && fstat(&file)?.st_size > 0 {
-            return Err(Error::Shrink);
+            st = self.shrink_guard(section, st, 0, pid, wait)?;
+            file.set_len(0)?;
+            self.account(&mut st, 0);
         }
-        Ok(file)
+        Ok((st, file))
     }
 
     /// An open that passed its checks: attach, then count the handle.
@@ -954,10 +1010,59 @@ impl Sections {
         let vanish = st.handles == 0 && st.linked && st.record.lifetime == Lifetime::Handles;
         self.drop_if_gone(&section, &st);
         drop(st);
+        section.released.notify_all();
         if vanish {
             self.vanish(ino);
         }
         Ok(())
+    }
+
+    /// The shrink rule: a section may be cut only while nothing but the caller could be
+    /// using the bytes it would lose, so that no view ever faults because another process
+    /// cut the section (Windows refuses `SetEndOfFile` on a mapped file, and allows it once
+    /// no mapping is left). That is: no handle but the caller's `own` (0 or 1), waiting up
+    /// to [`SHRINK_WAIT`] for handles being released, and, in passthrough mode, no view in
+    /// another process (a passthrough view outlives its handles; a cached one holds its
+    /// handle until munmap, so the count covers it). `pid` is the caller's process, whose
+    /// own views are its own business. Returns the state lock, held from the check through
+    /// the caller's truncate so that no handle can appear in between; `Error::Busy` else.
+    fn shrink_guard<'a>(
+        &self,
+        section: &'a Section,
+        mut st: MutexGuard<'a, SectionState>,
+        own: u32,
+        pid: u32,
+        wait: bool,
+    ) -> Result<MutexGuard<'a, SectionState>> {
+        if st.handles > own {
+            if !wait || self.shrink_waiters.fetch_add(1, Ordering::AcqRel) > 0 {
+                if wait {
+                    self.shrink_waiters.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(Error::Busy);
+            }
+            let deadline = std::time::Instant::now() + SHRINK_WAIT;
+            while st.handles > own {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = match section.released.wait_timeout(st, left) {
+                    Ok((st, _)) => st,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+            self.shrink_waiters.fetch_sub(1, Ordering::AcqRel);
+            if st.handles > own {
+                return Err(Error::Busy);
+            }
+        }
+        if self.io() == IoMode::Passthrough
+            && self.views.mapped_elsewhere(section.id, pid) != Some(false)
+        {
+            return Err(Error::Busy);
+        }
+        Ok(st)
     }
 
     /// Removes the name of a `lifetime=handles` section that has no handle left. Views
@@ -986,6 +1091,7 @@ impl Sections {
             return;
         }
         names.remove(&*namespace::key(ns, &name));
+        self.dir_changed(ns);
         drop(names);
         self.unlinked(id);
         log::debug!("section {name:?}: last handle closed, name gone (lifetime=handles)");
@@ -1182,14 +1288,28 @@ impl Sections {
         Ok(())
     }
 
-    /// setattr: size (grow only), mode, owner, times. Permission checks are the kernel's
-    /// (default_permissions); this applies what it let through, all or nothing.
-    pub fn set_attr(&self, caller: Caller, ino: u64, change: AttrChange) -> Result<Attr> {
-        self.apply_attr(caller, ino, change)
+    /// setattr: size, mode, owner, times. Permission checks are the kernel's
+    /// (default_permissions); this applies what it let through, all or nothing. `fh` is
+    /// the handle the request came through (ftruncate), if any; a shrink is allowed only
+    /// to the sole holder ([`Sections::shrink_guard`]).
+    pub fn set_attr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        fh: Option<u64>,
+        change: AttrChange,
+    ) -> Result<Attr> {
+        self.apply_attr(caller, ino, fh, change)
             .map_err(|e| self.gone(ino, e))
     }
 
-    fn apply_attr(&self, caller: Caller, ino: u64, change: AttrChange) -> Result<Attr> {
+    fn apply_attr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        fh: Option<u64>,
+        change: AttrChange,
+    ) -> Result<Attr> {
         if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
             return Err(if ino == ROOT_INO || ino & NS_BIT != 0 {
                 Error::NotSupported
@@ -1217,18 +1337,27 @@ impl Sections {
         if let Some(size) = change.size {
             let current = fstat(&file)?.st_size as u64;
             if size < current {
-                return Err(Error::Shrink);
-            }
-            if size > i64::MAX as u64 {
-                return Err(Error::TooBig);
-            }
-            self.account(&mut st, current);
-            self.charge(&mut st, size)?;
-            // Holding the state lock serializes growth of this section.
-            if let Err(e) = store::grow(&file, current, size, section.commit) {
-                let now = fstat(&file).map(|s| s.st_size as u64).unwrap_or(current);
-                self.account(&mut st, now);
-                return Err(e);
+                // A handle of this section passed with the request (ftruncate) is the
+                // caller's own; truncate(2) by path passes none.
+                let own = match fh.and_then(|fh| self.handles.get(&fh)).as_deref() {
+                    Some(Handle::Section { ino, .. }) if *ino == section.id => 1,
+                    _ => 0,
+                };
+                st = self.shrink_guard(&section, st, own, caller.process(), true)?;
+                file.set_len(size)?;
+                self.account(&mut st, size);
+            } else {
+                if size > i64::MAX as u64 {
+                    return Err(Error::TooBig);
+                }
+                self.account(&mut st, current);
+                self.charge(&mut st, size)?;
+                // Holding the state lock serializes growth of this section.
+                if let Err(e) = store::grow(&file, current, size, section.commit) {
+                    let now = fstat(&file).map(|s| s.st_size as u64).unwrap_or(current);
+                    self.account(&mut st, now);
+                    return Err(e);
+                }
             }
         }
         if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
@@ -1304,6 +1433,7 @@ impl Sections {
             return Ok(());
         }
         names.remove(&*key);
+        self.dir_changed(ns);
         drop(names);
         self.unlinked(id);
         Ok(())
@@ -1411,6 +1541,8 @@ impl Sections {
         drop(st);
         names.remove(&*old_key);
         names.insert(new_key.into_owned(), src);
+        self.dir_changed(old_ns);
+        self.dir_changed(new_ns);
         drop(names);
         if let Some(t) = target {
             self.unlinked(t);
@@ -1569,6 +1701,8 @@ impl Sections {
             size: size as u64,
             perm: 0o777,
             nlink: 1,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
             ..root
         };
         Ok(match ino {
@@ -1578,16 +1712,21 @@ impl Sections {
             namespace::SESSIONS_INO => Attr {
                 ino,
                 perm: 0o711,
+                mtime: self.mounted_at,
+                ctime: self.mounted_at,
                 ..root
             },
             _ => {
                 let uid = namespace::user_of(ino).ok_or(Error::NotFound)?;
                 let gid = *lock(&self.user_dirs).get(&uid).ok_or(Error::NotFound)?;
+                let t = self.dir_time(ino);
                 Attr {
                     ino,
                     perm: 0o700,
                     uid,
                     gid,
+                    mtime: t,
+                    ctime: t,
                     ..root
                 }
             }
@@ -1771,27 +1910,62 @@ mod tests {
     }
 
     #[test]
-    fn sizes_grow_and_never_shrink() {
+    fn sizes_grow_and_shrink_only_for_the_sole_holder() {
         let tmp = tempfile::tempdir().unwrap();
         let m = model(tmp.path());
         let (attr, h) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
-        let grow = |size| AttrChange {
+        let size = |size| AttrChange {
             size: Some(size),
             ..Default::default()
         };
-        assert_eq!(m.set_attr(A, attr.ino, grow(8192)).unwrap().size, 8192);
-        assert!(matches!(
-            m.set_attr(A, attr.ino, grow(10)),
-            Err(Error::Shrink)
-        ));
-        assert_eq!(m.attr(A, attr.ino).unwrap().size, 8192);
+        assert_eq!(
+            m.set_attr(A, attr.ino, None, size(8192)).unwrap().size,
+            8192
+        );
         m.write(h.fh, 10_000, b"tail").unwrap();
         assert_eq!(m.attr(A, attr.ino).unwrap().size, 10_004);
         assert_eq!(m.read(h.fh, 10_000, 100).unwrap(), b"tail");
+        // By path (no handle of its own) while `h` is open: busy, unchanged.
+        assert!(matches!(
+            m.set_attr(A, attr.ino, None, size(10)),
+            Err(Error::Busy)
+        ));
+        assert_eq!(m.attr(A, attr.ino).unwrap().size, 10_004);
+        // Through the only handle: allowed.
+        assert_eq!(
+            m.set_attr(A, attr.ino, Some(h.fh), size(9000))
+                .unwrap()
+                .size,
+            9000
+        );
+        // Another handle makes it busy, O_TRUNC too.
+        let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
+        assert!(matches!(
+            m.set_attr(A, attr.ino, Some(h.fh), size(10)),
+            Err(Error::Busy)
+        ));
         assert!(matches!(
             m.open(A, attr.ino, libc::O_RDWR | libc::O_TRUNC),
-            Err(Error::Shrink)
+            Err(Error::Busy)
         ));
+        assert_eq!(m.attr(A, attr.ino).unwrap().size, 9000);
+        assert_eq!(m.facts(A, attr.ino).unwrap().open_handles, 2);
+        // A release that arrives while the shrink waits lets it through.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                m.release(b.fh).unwrap();
+            });
+            assert_eq!(
+                m.set_attr(A, attr.ino, Some(h.fh), size(10)).unwrap().size,
+                10
+            );
+        });
+        m.release(h.fh).unwrap();
+        // O_TRUNC with no handle open: the section is cut to 0 by the open.
+        let t = m.open(A, attr.ino, libc::O_RDWR | libc::O_TRUNC).unwrap();
+        assert_eq!(m.attr(A, attr.ino).unwrap().size, 0);
+        m.release(t.fh).unwrap();
     }
 
     #[test]
@@ -2114,12 +2288,12 @@ mod tests {
                 let m = model_with_quota(tmp.path(), commit, 40_960);
                 let (a, ha) = m.create(A, os("a"), 0o600, 0, libc::O_RDWR).unwrap();
                 let (b, hb) = m.create(A, os("b"), 0o600, 0, libc::O_RDWR).unwrap();
-                m.set_attr(A, a.ino, grow(24_576)).unwrap();
-                m.set_attr(A, b.ino, grow(16_384)).unwrap();
+                m.set_attr(A, a.ino, None, grow(24_576)).unwrap();
+                m.set_attr(A, b.ino, None, grow(16_384)).unwrap();
                 assert_eq!(m.quota_used(1000), 40_960);
                 // One byte more, by truncate or by a write past the end: refused, unchanged.
                 assert!(matches!(
-                    m.set_attr(A, b.ino, grow(16_385)),
+                    m.set_attr(A, b.ino, None, grow(16_385)),
                     Err(Error::QuotaExceeded)
                 ));
                 assert!(matches!(
@@ -2131,7 +2305,7 @@ mod tests {
                 m.write(hb.fh, 0, b"inside").unwrap();
                 // Another user has its own quota.
                 let (cs, _) = m.create(c, os("c"), 0o600, 0, libc::O_RDWR).unwrap();
-                m.set_attr(c, cs.ino, grow(40_960)).unwrap();
+                m.set_attr(c, cs.ino, None, grow(40_960)).unwrap();
                 // An unlinked section counts until its last handle goes.
                 m.unlink(os("a")).unwrap();
                 assert_eq!(m.quota_used(1000), 40_960);
@@ -2147,11 +2321,12 @@ mod tests {
                     gid: Some(1001),
                     ..Default::default()
                 };
-                m.set_attr(A, b.ino, to_c).unwrap();
+                m.set_attr(A, b.ino, None, to_c).unwrap();
                 assert_eq!((m.quota_used(1000), m.quota_used(1001)), (0, 77_824));
                 m.set_attr(
                     A,
                     b.ino,
+                    None,
                     AttrChange {
                         uid: Some(1000),
                         gid: Some(1000),
@@ -2166,12 +2341,12 @@ mod tests {
             let m = model_with_quota(tmp.path(), commit, 40_960);
             assert_eq!((m.quota_used(1000), m.quota_used(1001)), (36_864, 40_960));
             assert!(matches!(
-                m.set_attr(A, b_ino, grow(40_961)),
+                m.set_attr(A, b_ino, None, grow(40_961)),
                 Err(Error::QuotaExceeded)
             ));
             // A rename over a section frees the replaced one's bytes.
             let (d, _) = m.create(A, os("d"), 0o600, 0, libc::O_RDWR).unwrap();
-            m.set_attr(A, d.ino, grow(990)).unwrap();
+            m.set_attr(A, d.ino, None, grow(990)).unwrap();
             m.rename(os("d"), os("b"), false).unwrap();
             assert_eq!(m.quota_used(1000), 4_096);
             // An empty section costs a page: a user cannot make them without bound.

@@ -155,7 +155,7 @@ fn removexattr(fx: &Fixture, name: &str, attr: &str) -> Result<(), i32> {
 /// store can ever hold (see `past_the_store`).
 fn rows(big: i32) -> Vec<Row> {
     use libc::{
-        EACCES, EEXIST, EFBIG, EINVAL, ENAMETOOLONG, ENODATA, ENOTDIR, EOPNOTSUPP, EPERM,
+        EACCES, EBUSY, EEXIST, EFBIG, EINVAL, ENAMETOOLONG, ENODATA, ENOTDIR, EOPNOTSUPP, EPERM,
         FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE,
         O_CREAT, O_EXCL, O_RDWR, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, RENAME_WHITEOUT, S_IFCHR,
         S_IFIFO,
@@ -274,30 +274,47 @@ fn rows(big: i32) -> Vec<Row> {
             |fx| rc(unsafe { libc::unlink(fx.c("victim.meta").as_ptr()) }),
         ),
         // Sizes.
+        // A shrink while another handle is open: busy (the sole holder may shrink).
         row(
-            "truncate to a smaller size",
-            EPERM,
+            "truncate to a smaller size while another handle is open",
+            EBUSY,
             d,
             "\"victim\"",
-            // SAFETY: NUL-terminated path.
-            |fx| rc(unsafe { libc::truncate(fx.c("victim").as_ptr(), 10) }),
-        ),
-        row("ftruncate to 0", EPERM, d, "\"victim\"", |fx| {
-            ftruncate(fx, 0)
-        }),
-        row(
-            "O_TRUNC on a non-empty section",
-            EPERM,
-            d,
-            "\"victim\"",
-            |fx| open(&fx.p("victim"), O_RDWR | O_TRUNC, 0).map(drop),
+            |fx| {
+                let _held = fx.victim();
+                // SAFETY: NUL-terminated path.
+                rc(unsafe { libc::truncate(fx.c("victim").as_ptr(), 10) })
+            },
         ),
         row(
-            "O_CREAT|O_TRUNC (shell >) on a non-empty section",
-            EPERM,
+            "ftruncate to 0 while another handle is open",
+            EBUSY,
             d,
             "\"victim\"",
-            |fx| open(&fx.p("victim"), O_WRONLY | O_CREAT | O_TRUNC, 0o644).map(drop),
+            |fx| {
+                let _held = fx.victim();
+                ftruncate(fx, 0)
+            },
+        ),
+        row(
+            "O_TRUNC on a non-empty section while another handle is open",
+            EBUSY,
+            d,
+            "\"victim\"",
+            |fx| {
+                let _held = fx.victim();
+                open(&fx.p("victim"), O_RDWR | O_TRUNC, 0).map(drop)
+            },
+        ),
+        row(
+            "O_CREAT|O_TRUNC (shell >) on a non-empty section while another handle is open",
+            EBUSY,
+            d,
+            "\"victim\"",
+            |fx| {
+                let _held = fx.victim();
+                open(&fx.p("victim"), O_WRONLY | O_CREAT | O_TRUNC, 0o644).map(drop)
+            },
         ),
         row(
             "ftruncate to 2^63 (a negative off_t)",

@@ -740,12 +740,14 @@ fn shrink_refused_nothing_changed(mnt: &Path) {
         assert_eq!(size(&s), 8192, "size after refused {what}");
         assert_eq!(fs::read(&s).unwrap(), data, "bytes after refused {what}");
     };
-    assert_errno("truncate(2) to 100", truncate(&s, 100), libc::EPERM);
+    // Another handle is open: every shrink is EBUSY ("not now") and changes nothing.
+    let held = File::open(&s).unwrap();
+    assert_errno("truncate(2) to 100", truncate(&s, 100), libc::EBUSY);
     unchanged("truncate(2)");
-    assert_errno("truncate(2) to 0", truncate(&s, 0), libc::EPERM);
+    assert_errno("truncate(2) to 0", truncate(&s, 0), libc::EBUSY);
     unchanged("truncate(2) to 0");
     let f = OpenOptions::new().read(true).write(true).open(&s).unwrap();
-    assert_errno("ftruncate to 4095", f.set_len(4095), libc::EPERM);
+    assert_errno("ftruncate to 4095", f.set_len(4095), libc::EBUSY);
     assert_eq!(
         f.metadata().unwrap().len(),
         8192,
@@ -753,13 +755,40 @@ fn shrink_refused_nothing_changed(mnt: &Path) {
     );
     unchanged("ftruncate");
     let err = sh_fails(&format!("truncate -s 10 {}", q(&s)));
-    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("Device or resource busy"), "{err}");
     unchanged("truncate -s 10");
     sh_fails(&format!("truncate -s -1 {}", q(&s)));
     unchanged("truncate -s -1");
     // A growing truncate after the refusals still works.
     f.set_len(8193).expect("grow after refusals");
     assert_eq!(size(&s), 8193);
+    // The sole holder may shrink: through its own handle, then by path with none open.
+    drop(held);
+    wait_for_handles(mnt, "sec", 1);
+    f.set_len(4096).expect("ftruncate by the sole holder");
+    assert_eq!(size(&s), 4096);
+    assert_eq!(
+        fs::read(&s).unwrap(),
+        data[..4096],
+        "the bytes below the cut stay"
+    );
+    drop(f);
+    wait_for_handles(mnt, "sec", 0);
+    truncate(&s, 100).expect("truncate(2) with no handle open");
+    assert_eq!(size(&s), 100);
+    assert_eq!(read_meta(mnt, "sec")["size"], "100");
+}
+
+/// close(2) returns before the kernel's RELEASE reaches the daemon.
+fn wait_for_handles(mnt: &Path, name: &str, n: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read_meta(mnt, name)["open_handles"] != n.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: open_handles != {n}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn o_trunc_refused_on_non_empty(mnt: &Path) {
@@ -770,10 +799,12 @@ fn o_trunc_refused_on_non_empty(mnt: &Path) {
         assert_eq!(size(&s), 5000, "size after refused {what}");
         assert_eq!(fs::read(&s).unwrap(), data, "bytes after refused {what}");
     };
+    // While another handle holds it open, O_TRUNC is EBUSY in every form.
+    let held = File::open(&s).unwrap();
     assert_errno(
         "O_WRONLY|O_TRUNC",
         OpenOptions::new().write(true).truncate(true).open(&s),
-        libc::EPERM,
+        libc::EBUSY,
     );
     unchanged("O_TRUNC");
     assert_errno(
@@ -784,34 +815,31 @@ fn o_trunc_refused_on_non_empty(mnt: &Path) {
             .create(true)
             .truncate(true)
             .open(&s),
-        libc::EPERM,
+        libc::EBUSY,
     );
     unchanged("O_CREAT|O_TRUNC");
     let err = sh_fails(&format!("echo replaced > {}", q(&s)));
-    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("Device or resource busy"), "{err}");
     unchanged("shell >");
     sh_fails(&format!(
         "dd if=/dev/zero of={} bs=1 count=1 status=none",
         q(&s)
     ));
     unchanged("dd without conv=notrunc");
-    // While another handle holds it open, too.
-    let held = File::open(&s).unwrap();
-    assert_errno(
-        "O_TRUNC while open elsewhere",
-        OpenOptions::new().write(true).truncate(true).open(&s),
-        libc::EPERM,
-    );
     drop(held);
-    unchanged("O_TRUNC while open");
-    // O_TRUNC on an empty section truncates nothing: allowed.
+    // With no other handle, O_TRUNC empties it, as on /dev/shm.
+    sh_ok(&format!("echo replaced > {}", q(&s)));
+    assert_eq!(fs::read(&s).unwrap(), b"replaced\n");
+    // O_TRUNC on an empty section truncates nothing: allowed even while held.
     let e = mnt.join("empty");
     put(&e, b"");
+    let held = File::open(&e).unwrap();
     OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(&e)
         .expect("O_TRUNC on an empty section");
+    drop(held);
     sh_ok(&format!("echo fine > {}", q(&e)));
     assert_eq!(fs::read(&e).unwrap(), b"fine\n");
 }

@@ -129,7 +129,8 @@ enum Op {
     /// open an existing name (read-write or read-only) and hold it in a slot.
     Open(Name, usize, bool),
     Close(usize),
-    /// truncate(2) by name or ftruncate(2) on a slot: growth, or a refused shrink.
+    /// truncate(2) by name or ftruncate(2) on a slot: growth, or a shrink (the sole
+    /// holder's; EBUSY while another slot holds the section).
     Truncate(Target, At),
     /// open(O_RDWR|O_TRUNC).
     OpenTrunc(Name),
@@ -354,6 +355,14 @@ impl Model {
         }
     }
 
+    /// Whether a held descriptor other than slot `own` is open on section `id`.
+    fn held_elsewhere(&self, id: usize, own: Option<usize>) -> bool {
+        self.slots
+            .iter()
+            .enumerate()
+            .any(|(s, slot)| Some(s) != own && matches!(slot, Some((i, _)) if *i == id))
+    }
+
     fn size_of(&self, t: Target) -> Option<u64> {
         let id = match t {
             Target::Slot(s) => self.slots[s]?.0,
@@ -412,21 +421,28 @@ impl Model {
                         Ok(Found::Section(id)) => id,
                     },
                 };
-                let bytes = &mut self.sections[id].bytes;
-                if (size as usize) < bytes.len() {
-                    return Expect::Err(libc::EPERM);
+                // A shrink is the sole holder's: EBUSY while another descriptor is held.
+                let own = match t {
+                    Target::Slot(s) => Some(s),
+                    Target::Path(_) => None,
+                };
+                if (size as usize) < self.sections[id].bytes.len() && self.held_elsewhere(id, own) {
+                    return Expect::Err(libc::EBUSY);
                 }
-                bytes.resize(size as usize, 0);
+                self.sections[id].bytes.resize(size as usize, 0);
                 Expect::Done
             }
             Op::OpenTrunc(n) => match self.lookup(n.bytes()) {
                 Err(e) => Expect::Err(e),
                 Ok(Found::Absent) => Expect::Err(libc::ENOENT),
                 Ok(Found::Sidecar(_)) => Expect::Err(libc::EACCES),
-                Ok(Found::Section(id)) if !self.sections[id].bytes.is_empty() => {
-                    Expect::Err(libc::EPERM)
+                Ok(Found::Section(id))
+                    if !self.sections[id].bytes.is_empty() && self.held_elsewhere(id, None) =>
+                {
+                    Expect::Err(libc::EBUSY)
                 }
                 Ok(Found::Section(id)) => {
+                    self.sections[id].bytes.clear();
                     self.sections[id].status = Status::AlreadyExists;
                     Expect::Done
                 }

@@ -12,7 +12,7 @@ For SECS seconds it does random mixed operations on the mount at MNT:
   checks through its view that no other worker's counter ever goes backwards. Now and
   then it grows the section by one epoch (fallocate, which never shrinks) and remaps.
 - its private section (soak-priv-INDEX): pwrite (also past the end), writes through a
-  view, ftruncate growth, a refused shrink (EPERM), pread and whole-content checks
+  view, ftruncate growth, a refused shrink (EBUSY, another handle open), pread and whole-content checks
   against its own model of the bytes, and the sidecar's name and size.
 - short-lived sections: create O_EXCL, a second O_EXCL (EEXIST), rename, read back under
   the new name, unlink (then ENOENT); refused names (EINVAL); listings.
@@ -157,8 +157,14 @@ class Private:
         self.model.extend(bytes(size - len(self.model)))
 
     def refused_shrink(self, rng):
+        # Another handle is open: only the sole holder may shrink (EBUSY, after the
+        # daemon's short wait for releases in flight).
         if self.model:
-            expect_errno(errno.EPERM, os.ftruncate, self.fd, len(self.model) - 1)
+            other = os.open(self.path, os.O_RDONLY)
+            try:
+                expect_errno(errno.EBUSY, os.ftruncate, self.fd, len(self.model) - 1)
+            finally:
+                os.close(other)
 
     def check_range(self, rng):
         if not self.model:
