@@ -15,5 +15,6 @@ pub mod mount;
 pub mod name;
 pub mod namespace;
 pub mod quota;
+pub mod resolve;
 pub mod sections;
 pub mod store;
