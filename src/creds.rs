@@ -6,9 +6,9 @@
 //! workers keep serving as root meanwhile.
 
 use crate::error::{Error, Result};
+use crate::resolve;
 use std::ffi::CString;
 use std::fs::File;
-use crate::resolve;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 

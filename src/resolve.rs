@@ -125,7 +125,9 @@ impl Walk {
         // daemon may access the mount (fuse_getattr), and the VFS adds the mount id.
         let probe = statx(fd.as_raw_fd(), 0)?;
         if probe.stx_mask & libc::STATX_MNT_ID == 0 {
-            return Err(Error::OutOfReach("a kernel without statx mount ids (< 5.8)"));
+            return Err(Error::OutOfReach(
+                "a kernel without statx mount ids (< 5.8)",
+            ));
         }
         let mount = self.mounts.get(probe.stx_mnt_id)?;
         if let Some(why) = refused(&mount.fstype) {
@@ -298,14 +300,7 @@ fn statx(fd: RawFd, mask: u32) -> Result<libc::statx> {
 fn read_link(fd: RawFd) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: the buffer holds buf.len() bytes; empty path: the fd itself.
-    let n = unsafe {
-        libc::readlinkat(
-            fd,
-            c"".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return Err(io::Error::last_os_error().into());
     }
@@ -337,7 +332,14 @@ mod tests {
 
     #[test]
     fn refused_filesystems() {
-        for t in ["fuse", "fuse.sectionfs", "fuseblk", "proc", "sysfs", "cgroup2"] {
+        for t in [
+            "fuse",
+            "fuse.sectionfs",
+            "fuseblk",
+            "proc",
+            "sysfs",
+            "cgroup2",
+        ] {
             assert!(refused(t.as_bytes()).is_some(), "{t}");
         }
         for t in ["ext4", "tmpfs", "xfs", "btrfs", "overlay", "fusefoo"] {

@@ -140,7 +140,13 @@ fn a_target_in_this_mount_is_refused_without_hanging() {
         for (i, target) in targets.iter().enumerate() {
             let link = m.section(format!("X{i}"));
             let got = ln_s(B, target, &link, conn);
-            assert_eq!(got, "EPERM", "{mode}: ln -s {} {}", target.display(), link.display());
+            assert_eq!(
+                got,
+                "EPERM",
+                "{mode}: ln -s {} {}",
+                target.display(),
+                link.display()
+            );
             assert!(!link.exists(), "{mode}: {}", link.display());
         }
         // The mount still serves everyone, root's ls included.
@@ -245,7 +251,11 @@ fn a_link_to_a_cached_section_is_refused_and_the_mount_unmounts() {
         let m = Mount::new(&format!("allow_other,{mode}"));
         users::share(&m);
         let conn = connection(m.path());
-        assert_eq!(B.on("grow", &m.section("x"), &["4096"]), "ok 4096", "{mode}");
+        assert_eq!(
+            B.on("grow", &m.section("x"), &["4096"]),
+            "ok 4096",
+            "{mode}"
+        );
         // Its name is in the kernel's cache now: the kernel would not ask the daemon.
         assert!(m.section("x").exists());
         assert_eq!(
@@ -253,7 +263,10 @@ fn a_link_to_a_cached_section_is_refused_and_the_mount_unmounts() {
             "EPERM",
             "{mode}"
         );
-        assert_eq!(ln_s(ROOT_USER, &m.section("x"), &m.section("z"), conn), "EPERM");
+        assert_eq!(
+            ln_s(ROOT_USER, &m.section("x"), &m.section("z"), conn),
+            "EPERM"
+        );
         assert!(!m.section("y").exists());
         // Nothing of the mount is held by its own daemon: a plain umount works and the
         // daemon exits 0 (the guard fails otherwise).
@@ -366,7 +379,10 @@ fn group_rights_end_with_membership_after_a_restart() {
             // U makes the section as a member of G, with G as its current group: the
             // record's gid is G.
             let link = m.section("g");
-            let cmd = u.probe(u.gid, &[&os(Path::new("symlink")), &os(&shared), &os(&link)]);
+            let cmd = u.probe(
+                u.gid,
+                &[&os(Path::new("symlink")), &os(&shared), &os(&link)],
+            );
             assert_eq!(run_with_deadline(cmd, conn), "ok", "{mode}\n{}", m.log());
             let mut st = u.probe(u.gid, &[&os(Path::new("stat")), &os(&link)]);
             let got = common::run_ok(&mut st).trim().to_string();
@@ -382,7 +398,15 @@ fn group_rights_end_with_membership_after_a_restart() {
             let m = Mount::with_store(&store, &opts);
             users::share(&m);
             let link = m.section("g");
-            let mut w = u.probe(100, &[&os(Path::new("pwrite")), &os(&link), "0".as_ref(), "1".as_ref()]);
+            let mut w = u.probe(
+                100,
+                &[
+                    &os(Path::new("pwrite")),
+                    &os(&link),
+                    "0".as_ref(),
+                    "1".as_ref(),
+                ],
+            );
             assert_eq!(common::run_ok(&mut w).trim(), "ok 1", "{mode}\n{}", m.log());
             m.unmount();
         }
@@ -395,7 +419,11 @@ fn group_rights_end_with_membership_after_a_restart() {
             "{mode}: a former member still reaches the file\n{}",
             m.log()
         );
-        assert!(m.log().contains("leaving \"g\" aside"), "{mode}: {}", m.log());
+        assert!(
+            m.log().contains("leaving \"g\" aside"),
+            "{mode}: {}",
+            m.log()
+        );
         assert_eq!(users::backing_files(&store).len(), 1, "{mode}: record kept");
         assert_eq!(fs::read(&shared).expect("read"), b"qroup data", "{mode}");
         m.unmount();
