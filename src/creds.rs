@@ -1,7 +1,7 @@
 //! Opening a file the way another user would: the daemon runs as root, so a section over
 //! an existing file (`ln -s /path NAME`) must not reach a file its creator could not.
 //! The calling thread takes the caller's filesystem uid, gid and supplementary groups for
-//! the one open, then goes back. All three are per thread on Linux at the syscall level
+//! the walk of the path (`resolve.rs`) and the open, then goes back. All three are per thread on Linux at the syscall level
 //! (glibc's `setgroups` would change every thread; the raw syscall does not), so the other
 //! workers keep serving as root meanwhile.
 
