@@ -1,15 +1,15 @@
 //! Opening a file the way another user would: the daemon runs as root, so a section over
 //! an existing file (`ln -s /path NAME`) must not reach a file its creator could not.
 //! The calling thread takes the caller's filesystem uid, gid and supplementary groups for
-//! the one open, then goes back. All three are per thread on Linux at the syscall level
+//! the walk of the path (`resolve.rs`) and the open, then goes back. All three are per thread on Linux at the syscall level
 //! (glibc's `setgroups` would change every thread; the raw syscall does not), so the other
 //! workers keep serving as root meanwhile.
 
 use crate::error::{Error, Result};
+use crate::resolve;
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::FromRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
 /// Whose rights an open uses.
@@ -36,6 +36,65 @@ impl Identity {
             })
             .unwrap_or_default();
         Identity { uid, gid, groups }
+    }
+}
+
+/// The group of a uid the user database does not know: the kernel's overflow gid, which
+/// Debian calls `nogroup`. Such a user gets no supplementary groups.
+const NO_GROUP: u32 = 65534;
+
+impl Identity {
+    /// `uid` as the user database describes it now: its primary group and the groups it
+    /// belongs to (getpwuid_r, getgrouplist). What a user was given at some earlier time
+    /// (a recorded gid, the groups of a process long gone) grants nothing here.
+    pub fn of_user(uid: u32) -> Identity {
+        let Some((name, gid)) = passwd_entry(uid) else {
+            return Identity {
+                uid,
+                gid: NO_GROUP,
+                groups: Vec::new(),
+            };
+        };
+        let mut groups: Vec<libc::gid_t> = vec![0; 64];
+        loop {
+            let mut n = groups.len() as libc::c_int;
+            // SAFETY: the buffer holds n entries; getgrouplist writes at most n and sets n
+            // to the number it needs when that is more (returning -1).
+            let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+            if rc >= 0 {
+                groups.truncate(n.max(0) as usize);
+                break;
+            }
+            if n as usize <= groups.len() || groups.len() >= 65536 {
+                // No larger size asked for: fewer rights, never more.
+                groups = vec![gid];
+                break;
+            }
+            groups = vec![0; n as usize];
+        }
+        Identity { uid, gid, groups }
+    }
+}
+
+/// The login name and primary gid of `uid`, or `None` if the user database has no entry.
+fn passwd_entry(uid: u32) -> Option<(CString, u32)> {
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: zeroed passwd is a valid out-buffer.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the given sizes; strings land in buf.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf = vec![0; buf.len() * 4];
+            continue;
+        }
+        if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: pw_name points into buf, NUL-terminated by getpwuid_r.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_owned();
+        return Some((name, pw.pw_gid));
     }
 }
 
@@ -103,35 +162,33 @@ fn set_thread_groups(groups: &[libc::gid_t]) -> Result<()> {
 }
 
 /// Opens `path` with `who`'s rights: read-write if they may write it, else read-only
-/// (the `bool` says which). Only a regular file is accepted (`InvalidArgument`); what they
-/// may not read is `EACCES`, as the open gave it.
+/// (the `bool` says which). The path is walked by [`resolve::regular_file`] as `who`, so
+/// it reaches exactly what `who` could open and never this mount, another FUSE mount or a
+/// magic link (`OutOfReach`, EPERM). Only a regular file is accepted (`InvalidArgument`);
+/// what they may not read is `EACCES`, as the open gave it.
 pub fn open_as(who: &Identity, path: &Path) -> Result<(File, bool)> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument)?;
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let euid = unsafe { libc::geteuid() };
     // An unprivileged daemon cannot take another identity: it serves only its own user.
-    if !root && who.uid != unsafe { libc::geteuid() } {
+    if euid != 0 && who.uid != euid {
         return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)));
     }
-    let _as_user = if root {
+    let _as_user = if euid == 0 {
         Some(AsUser::enter(who)?)
     } else {
         None
     };
-    // Look before opening: opening a fifo or a device could block or act on it.
-    // SAFETY: zeroed stat is a valid out-buffer; the path is NUL-terminated.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(Error::InvalidArgument);
-    }
+    let found = resolve::regular_file(path, who.uid)?;
+    // Reopen the very inode the walk found. The kernel checks the thread's (the caller's)
+    // rights on this open as on any other; /proc/self/fd of our own process passes the
+    // ptrace check (same thread group) whatever the fsuid. O_NONBLOCK and O_NOCTTY are
+    // belts: the walk already refused anything but a regular file.
+    let proc_path = CString::new(format!("/proc/self/fd/{}", found.as_raw_fd()))
+        .map_err(|_| Error::InvalidArgument)?;
     let base = libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     let open = |flags| {
         // SAFETY: NUL-terminated path.
-        let fd = unsafe { libc::open(c.as_ptr(), base | flags) };
+        let fd = unsafe { libc::open(proc_path.as_ptr(), base | flags) };
         if fd < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -144,14 +201,13 @@ pub fn open_as(who: &Identity, path: &Path) -> Result<(File, bool)> {
         Err(e)
             if matches!(
                 e.raw_os_error(),
-                Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                Some(libc::EACCES | libc::EROFS | libc::EPERM | libc::ETXTBSY)
             ) =>
         {
             (open(libc::O_RDONLY)?, false)
         }
         Err(e) => return Err(e.into()),
     };
-    // The path may have been swapped between the look and the open.
     if !file.metadata()?.is_file() {
         return Err(Error::InvalidArgument);
     }

@@ -29,6 +29,9 @@ pub enum Error {
     QuotaExceeded,
     /// An operation this filesystem does not offer (mkdir, links, device nodes, ...).
     NotSupported,
+    /// A section over a file whose path reaches where the daemon never looks on a
+    /// caller's behalf (a FUSE filesystem, this mount included; /proc; sysfs, ...).
+    OutOfReach(&'static str),
     /// The sidecar and its attributes are read-only.
     ReadOnly,
     /// The caller may not do this to a section it does not own.
@@ -83,6 +86,9 @@ impl Error {
             Error::QuotaExceeded => libc::ENOSPC,
             // EPERM, as for mkdir/link on a filesystem that does not offer them (vfat, procfs).
             Error::NotSupported => libc::EPERM,
+            // The spec's answer for a link among sections, extended to every path the
+            // daemon will not resolve for a caller: not offered, whatever the caller's rights.
+            Error::OutOfReach(_) => libc::EPERM,
             // The sidecar is a view of state, like a file in /proc: writing it is EACCES.
             Error::ReadOnly => libc::EACCES,
             Error::NotOwner => libc::EPERM,
@@ -198,6 +204,7 @@ impl fmt::Display for Error {
             Error::NoSpace => "the store is full",
             Error::QuotaExceeded => "the owner's user_quota is used up",
             Error::NotSupported => "operation not offered by sectionfs",
+            Error::OutOfReach(what) => return write!(f, "target path reaches {what}"),
             Error::ReadOnly => "read-only",
             Error::NotOwner => "not the section's owner",
             Error::InvalidArgument => "argument not supported",

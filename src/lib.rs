@@ -15,6 +15,7 @@ pub mod mount;
 pub mod name;
 pub mod namespace;
 pub mod quota;
+pub mod resolve;
 pub mod sections;
 pub mod store;
 pub mod views;

@@ -225,16 +225,14 @@ impl Sections {
                 }
                 continue;
             }
-            // A section over a file reopens it with its owner's rights (uid and gid: the
-            // groups its creator had are not recorded). A file gone or out of reach is
-            // left aside like a damaged entry, its record kept.
+            // A section over a file reopens it with its owner's rights as they are now:
+            // the user database's groups for the recorded uid, not the recorded gid (the
+            // section's group, which its owner may set to a group they have since left).
+            // The path is walked as at creation (`resolve`). A file gone or out of reach
+            // is left aside like a damaged entry, its record kept.
             let mut over = None;
             if let Some(b) = &f.record.backing {
-                let owner = Identity {
-                    uid: f.record.uid,
-                    gid: f.record.gid,
-                    groups: vec![f.record.gid],
-                };
+                let owner = Identity::of_user(f.record.uid);
                 match creds::open_as(&owner, &b.path) {
                     Ok((file, writable)) if writable || !b.writable => over = Some(file),
                     Ok(_) => {

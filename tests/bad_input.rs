@@ -493,6 +493,23 @@ fn rows(big: i32) -> Vec<Row> {
             |fx| rc(unsafe { libc::symlink(c"/".as_ptr(), fx.c("soft").as_ptr()) }),
         ),
         row(
+            "`ln -s` to a path reaching a FUSE filesystem (this mount)",
+            EPERM,
+            d,
+            "\"soft\"",
+            // A name the kernel never cached: the old daemon hung here for ever.
+            // SAFETY: NUL-terminated paths.
+            |fx| rc(unsafe { libc::symlink(fx.c("neverseen").as_ptr(), fx.c("soft").as_ptr()) }),
+        ),
+        row(
+            "`ln -s` to a path reaching `/proc` (`/dev/stdin`, a magic link)",
+            EPERM,
+            d,
+            "\"soft\"",
+            // SAFETY: NUL-terminated paths.
+            |fx| rc(unsafe { libc::symlink(c"/dev/stdin".as_ptr(), fx.c("soft").as_ptr()) }),
+        ),
+        row(
             "unlink `Global` (a reserved name at the root)",
             EPERM,
             d,
