@@ -8,8 +8,6 @@ use crate::name;
 use crate::namespace;
 use crate::sections::{Attr, AttrChange, Caller, Kind, SIDECAR_BIT, Sections};
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
-use dashmap::mapref::one::RefMut;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -42,24 +40,44 @@ const NEGATIVE_TTL: Duration = SECTION_TTL;
 /// Largest write the kernel sends in one request (it caps this at 1 MiB).
 const MAX_WRITE: u32 = 1 << 20;
 
-/// An inode's passthrough registration and its count of open files, locked.
-type Backing<'a> = RefMut<'a, u64, (BackingId, u32)>;
+/// A section's passthrough registration (FUSE_DEV_IOC_BACKING_OPEN), and which file it
+/// registered. Shared: an open in flight keeps it registered until its reply is sent, even
+/// if the section is detached meanwhile; the last clone to drop unregisters it.
+#[derive(Clone)]
+struct Registration {
+    id: Arc<BackingId>,
+    /// (st_dev, st_ino) of the registered file.
+    file: (u64, u64),
+}
 
 pub struct SectionFs {
     model: Arc<Sections>,
-    /// Passthrough mode: the kernel allows one backing per inode while any of its files is
-    /// open, so every open of an inode shares one registration, counted per open file and
-    /// dropped with the last release.
-    backings: DashMap<u64, (BackingId, u32)>,
+    /// Passthrough mode: each section's registration, made at its first open and kept as
+    /// long as the kernel may open the inode again (until the model's detach hook: no
+    /// handle, and unlinked or forgotten). The kernel holds the registered file, not the
+    /// daemon: an idle section costs no daemon fd. The kernel allows one backing per inode
+    /// while any of its files is open, so all opens share one.
+    backings: Arc<DashMap<u64, Registration>>,
     /// Whether to ask the kernel for passthrough at INIT.
     want_passthrough: bool,
 }
 
 impl SectionFs {
     pub fn new(model: Arc<Sections>, want_passthrough: bool) -> SectionFs {
+        let backings: Arc<DashMap<u64, Registration>> = Arc::new(DashMap::new());
+        let held = Arc::clone(&backings);
+        model.on_detach(Box::new(move |id| {
+            // Unregistered (an ioctl) now, or after the reply of an open in flight that
+            // holds a clone. Never later: an unlink must have freed an idle section's
+            // storage when it returns, and the registration holds the store file open.
+            if let Some((_, r)) = held.remove(&id) {
+                log::debug!("passthrough: section {id} unregistered");
+                drop(r);
+            }
+        }));
         SectionFs {
             model,
-            backings: DashMap::new(),
+            backings,
             want_passthrough,
         }
     }
@@ -165,47 +183,39 @@ fn system_time(t: TimeOrNow) -> Option<SystemTime> {
 }
 
 impl SectionFs {
-    /// The inode's backing registration, made by `register` if it has none, counted one
-    /// more open file. The shard lock is held until the returned guard drops, so the
-    /// reply that uses it cannot race the release of the last file.
-    fn backing(
-        &self,
-        ino: u64,
-        register: impl FnOnce() -> io::Result<BackingId>,
-    ) -> io::Result<Backing<'_>> {
-        let mut b = self
-            .backings
-            .entry(ino)
-            .or_try_insert_with(|| register().map(|id| (id, 0)))?;
-        b.1 += 1;
-        Ok(b)
-    }
-
     /// The attach step of an open or create (see `Sections::create_in`): in passthrough
-    /// mode, the inode's shared backing registration, made from `file` by `register` if
-    /// it has none. A refused registration fails the open with EIO and the model undoes
-    /// all of it.
+    /// mode, the section's registration, made from `file` by `register` unless one of
+    /// that same file is kept. A refused registration fails the open with EIO and the
+    /// model undoes all of it. Runs under the section's lock, so it cannot race the
+    /// model's detach hook.
     fn attach(
         &self,
         ino: u64,
+        file: &File,
         register: impl FnOnce() -> io::Result<BackingId>,
-    ) -> Result<Option<Backing<'_>>, Error> {
+    ) -> Result<Option<Registration>, Error> {
         if !self.passthrough() {
             return Ok(None);
         }
-        // No errno of its own: the caller sees EIO, the log the kernel's reason.
-        self.backing(ino, register)
-            .map(Some)
-            .map_err(|e| Error::Io(io::Error::other(format!("passthrough registration: {e}"))))
-    }
-
-    fn drop_backing(&self, ino: u64) {
-        if let Entry::Occupied(mut e) = self.backings.entry(ino) {
-            e.get_mut().1 -= 1;
-            if e.get().1 == 0 {
-                e.remove();
-            }
+        // A store file replaced by hand while its section was idle must not be served
+        // through the registration of the file it replaced.
+        let st = crate::sections::fstat(file)?;
+        let identity = (st.st_dev, st.st_ino);
+        if let Some(r) = self.backings.get(&ino)
+            && r.file == identity
+        {
+            return Ok(Some(r.clone()));
         }
+        // No errno of its own: the caller sees EIO, the log the kernel's reason.
+        let id = register()
+            .map_err(|e| Error::Io(io::Error::other(format!("passthrough registration: {e}"))))?;
+        log::debug!("passthrough: section {ino} registered");
+        let r = Registration {
+            id: Arc::new(id),
+            file: identity,
+        };
+        self.backings.insert(ino, r.clone());
+        Ok(Some(r))
     }
 
     fn passthrough(&self) -> bool {
@@ -449,14 +459,14 @@ impl fuser::Filesystem for SectionFs {
                 Err(e) => reply.error(errno("open sidecar", &self.inode(ino), &e)),
             };
         }
-        let attach = |ino, file: &File| self.attach(ino, || reply.open_backing(file));
+        let attach = |ino, file: &File| self.attach(ino, file, || reply.open_backing(file));
         let (opened, backing) = match self.model.open_with(who, ino.0, flags.0, attach) {
             Ok(o) => o,
             Err(e) => return reply.error(errno("open", &(self.inode(ino), flags), &e)),
         };
         let fh = FileHandle(opened.fh);
         match backing {
-            Some(b) => reply.opened_passthrough(fh, FopenFlags::empty(), &b.0),
+            Some(b) => reply.opened_passthrough(fh, FopenFlags::empty(), &b.id),
             // KEEP_CACHE: the page cache is the one copy all mappings share; dropping it at
             // every open would cost a re-read and nothing else changes the bytes.
             None => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
@@ -534,9 +544,7 @@ impl fuser::Filesystem for SectionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if ino.0 & SIDECAR_BIT == 0 && self.passthrough() {
-            self.drop_backing(ino.0);
-        }
+        // The registration stays: the model's detach hook ends it.
         match self.model.release(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("release", &self.inode(ino), &e)),
@@ -685,7 +693,7 @@ impl fuser::Filesystem for SectionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let attach = |ino, file: &File| self.attach(ino, || reply.open_backing(file));
+        let attach = |ino, file: &File| self.attach(ino, file, || reply.open_backing(file));
         let made = self.model.namespace_of(parent.0).and_then(|ns| {
             self.model
                 .create_in(caller(req), ns, name, mode, umask, flags, attach)
@@ -697,7 +705,7 @@ impl fuser::Filesystem for SectionFs {
         let (ttl, fa, fh) = (ttl(attr.ino), file_attr(&attr), FileHandle(opened.fh));
         match backing {
             Some(b) => {
-                reply.created_passthrough(&ttl, &fa, Generation(0), fh, FopenFlags::empty(), &b.0)
+                reply.created_passthrough(&ttl, &fa, Generation(0), fh, FopenFlags::empty(), &b.id)
             }
             None => reply.created(&ttl, &fa, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE),
         }

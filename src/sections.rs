@@ -167,6 +167,12 @@ pub struct Options {
 /// `lifetime=handles` section whose last handle closed. The kernel still caches the entry.
 pub type VanishHook = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 
+/// Told a section's id when what `attach` made for it (see [`Sections::create_in`]) may
+/// go: the section has no handle, and its name is gone or the kernel forgot its inode, so
+/// the next open (if any) comes through a new LOOKUP and attaches anew. It may be told
+/// more than once. Called under the section's lock: it must not call into the model.
+pub type DetachHook = Box<dyn Fn(u64) + Send + Sync>;
+
 pub struct Sections {
     store: Store,
     options: Options,
@@ -188,6 +194,7 @@ pub struct Sections {
     /// can repeat) never hold more than one of the workers that serve those releases.
     shrink_waiters: AtomicU32,
     on_vanish: std::sync::OnceLock<VanishHook>,
+    on_detach: std::sync::OnceLock<DetachHook>,
     /// The user namespaces (`Sessions/UID`) that exist: uid -> the gid shown as the
     /// directory's group. Made on the user's first use, and for every uid with sections.
     user_dirs: Mutex<HashMap<u32, u32>>,
@@ -303,6 +310,7 @@ impl Sections {
             views: ViewFinder::default(),
             shrink_waiters: AtomicU32::new(0),
             on_vanish: std::sync::OnceLock::new(),
+            on_detach: std::sync::OnceLock::new(),
             user_dirs: Mutex::new(user_dirs),
         })
     }
@@ -311,6 +319,12 @@ impl Sections {
     /// ignored).
     pub fn on_vanish(&self, hook: VanishHook) {
         let _ = self.on_vanish.set(hook);
+    }
+
+    /// Sets the hook told when a section's attachment may go (once; later calls are
+    /// ignored).
+    pub fn on_detach(&self, hook: DetachHook) {
+        let _ = self.on_detach.set(hook);
     }
 
     pub fn store(&self) -> &Store {
@@ -422,8 +436,16 @@ impl Sections {
         }
     }
 
-    /// Forgets an unlinked section once the kernel holds nothing of it.
+    /// Forgets an unlinked section once the kernel holds nothing of it, and tells the
+    /// detach hook once no open can reach the section's attachment (see [`DetachHook`]).
+    /// Called at every change of `handles`, `linked` or `lookups` toward zero.
     fn drop_if_gone(&self, section: &Section, st: &SectionState) {
+        if st.handles == 0
+            && (!st.linked || st.lookups == 0)
+            && let Some(hook) = self.on_detach.get()
+        {
+            hook(section.id);
+        }
         if !st.linked && st.lookups == 0 && st.handles == 0 {
             self.inodes.remove(&section.id);
         }
@@ -1783,7 +1805,8 @@ fn may_read(mode: u32, uid: u32, gid: u32, caller: Caller) -> bool {
         }
 }
 
-fn fstat(file: &File) -> Result<libc::stat> {
+/// `fstat(2)` of an open file.
+pub fn fstat(file: &File) -> Result<libc::stat> {
     // SAFETY: zeroed stat is a valid out-buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd and out pointer.

@@ -7,7 +7,7 @@ mod common;
 use common::{Mount, ViewHolder};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -143,40 +143,6 @@ fn a_view_outlives_the_handles() {
     }
 }
 
-/// A private tmpfs for one store: its use is exactly the store's.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(dir: &Path) -> Tmpfs {
-        let path = dir.join("fs");
-        fs::create_dir(&path).expect("create the tmpfs mountpoint");
-        common::run_ok(
-            std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=128m,mode=0700", "tmpfs"])
-                .arg(&path),
-        );
-        Tmpfs(path)
-    }
-
-    /// Bytes in use.
-    fn used(&self) -> u64 {
-        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: zeroed statvfs is a valid out-buffer; the path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        (st.f_blocks - st.f_bfree) * st.f_frsize
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if let Err(e) = common::umount(&self.0, false) {
-            eprintln!("umount {}: {e}", self.0.display());
-        }
-    }
-}
-
 #[test]
 fn storage_is_returned_after_the_last_view() {
     if !common::require_fuse() {
@@ -184,7 +150,7 @@ fn storage_is_returned_after_the_last_view() {
     }
     for mode in common::modes() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let tmpfs = Tmpfs::new(dir.path());
+        let tmpfs = common::Tmpfs::new(dir.path());
         let m = Mount::with_store(&tmpfs.0.join("store"), &format!("lifetime=handles,{mode}"));
         let before = tmpfs.used();
         let size = 32 << 20;

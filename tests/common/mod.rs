@@ -768,3 +768,37 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect())
 }
+
+/// A private tmpfs for one store: its use is exactly the store's.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn new(dir: &Path) -> Tmpfs {
+        let path = dir.join("fs");
+        fs::create_dir(&path).expect("create the tmpfs mountpoint");
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=128m,mode=0700", "tmpfs"])
+                .arg(&path),
+        );
+        Tmpfs(path)
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> u64 {
+        let c = CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: zeroed statvfs is a valid out-buffer; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        (st.f_blocks - st.f_bfree) * st.f_frsize
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Err(e) = umount(&self.0, false) {
+            eprintln!("umount {}: {e}", self.0.display());
+        }
+    }
+}
