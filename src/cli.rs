@@ -1,7 +1,7 @@
 //! The command line: `sectionfs [-f] [-o OPT[,OPT...]] [STORE] MOUNTPOINT`, parsed into a
 //! validated [`Config`] before anything is mounted.
 
-use crate::store::{Commit, Lifetime};
+use crate::contract::{Commit, Lifetime};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! ([`Sections`]) and its result into a reply. No section logic lives here; only what the
 //! kernel's protocol decides: TTLs, open flags, passthrough registration.
 
+use crate::contract::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::error::Error;
-use crate::meta::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::name;
 use crate::namespace;
 use crate::sections::{Attr, AttrChange, Caller, Kind, SIDECAR_BIT, Sections};

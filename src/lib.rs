@@ -6,11 +6,11 @@
 
 pub mod cli;
 pub mod client;
+pub mod contract;
 pub mod creds;
 pub mod error;
 pub mod fuse;
 pub mod list;
-pub mod meta;
 pub mod mount;
 pub mod name;
 pub mod namespace;

@@ -3,7 +3,7 @@
 //! owner and mode. It never talks to the daemon otherwise.
 
 use crate::cli::ListArgs;
-use crate::client::Meta;
+use crate::contract::Meta;
 use std::ffi::{CStr, OsString};
 use std::fmt::Write as _;
 use std::io;
@@ -220,8 +220,7 @@ fn user_name(uid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{IoMode, Status};
-    use crate::store::Commit;
+    use crate::contract::{Commit, IoMode, Lifetime, Status};
 
     fn row(name: &str, size: u64) -> Row {
         Row {
@@ -236,6 +235,8 @@ mod tests {
                 open_handles: 1,
                 io: IoMode::Passthrough,
                 commit: Commit::Eager,
+                lifetime: Lifetime::Persistent,
+                backing: None,
             }),
             uid: 0,
             gid: 0,

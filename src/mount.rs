@@ -2,8 +2,8 @@
 //! background once the mount is live, and unmount cleanly on SIGINT/SIGTERM.
 
 use crate::cli::{Config, Passthrough};
+use crate::contract::IoMode;
 use crate::fuse::SectionFs;
-use crate::meta::IoMode;
 use crate::sections::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};

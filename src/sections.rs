@@ -5,13 +5,13 @@
 //! Inode numbers: the root is 1; a section's inode is its store id (stable across restarts);
 //! its sidecar's inode is the same id with [`SIDECAR_BIT`] set.
 
+use crate::contract::{Commit, Facts, IoMode, Lifetime, Status};
 use crate::creds::{self, Identity};
 use crate::error::{Error, Result};
-use crate::meta::{Facts, IoMode, Status};
 use crate::name;
 use crate::namespace::{self, NS_BIT, Ns};
 use crate::quota::{self, Quota};
-use crate::store::{self, Commit, FileBacking, Lifetime, Record, Store};
+use crate::store::{self, FileBacking, Record, Store};
 use crate::views::{Dev, ViewFinder};
 use dashmap::DashMap;
 use std::collections::HashMap;
