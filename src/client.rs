@@ -26,7 +26,6 @@ pub use memmap2::{MmapMut, MmapRaw};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -288,10 +287,8 @@ impl Section {
     /// releases it. The examples in C and Python take the same lock around their updates,
     /// so all three can share one counter. It only excludes others who take it too.
     pub fn lock(&self) -> io::Result<SectionLock<'_>> {
-        // SAFETY: flock on an fd this Section owns.
-        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // std's File::lock is flock(LOCK_EX) on Linux: the lock C and Python take.
+        self.file.lock()?;
         Ok(SectionLock { section: self })
     }
 
@@ -320,9 +317,9 @@ pub struct SectionLock<'a> {
 
 impl Drop for SectionLock<'_> {
     fn drop(&mut self) {
-        // SAFETY: flock on an fd the borrowed Section owns. Closing the fd would release
-        // the lock too, so a failure here cannot leave it held past the Section.
-        unsafe { libc::flock(self.section.file.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the fd would release the lock too, so a failure here cannot leave it
+        // held past the Section.
+        let _ = self.section.file.unlock();
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::cli::ListArgs;
 use crate::contract::Meta;
-use std::ffi::{CStr, OsString};
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -170,19 +170,10 @@ pub fn json(rows: &[Row]) -> String {
 
 /// The user's login name, or the number when the uid has no passwd entry.
 fn user_name(uid: u32) -> String {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: zeroed passwd is a valid out-buffer; buf outlives the use of `pw`'s strings.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the sizes given.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
-        return uid.to_string();
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
     }
-    // SAFETY: getpwuid_r filled pw_name with a NUL-terminated string inside buf.
-    unsafe { CStr::from_ptr(pw.pw_name) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]
