@@ -614,14 +614,14 @@ impl fuser::Filesystem for SectionFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.model.store().statvfs() {
             Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
                 255,
-                s.f_frsize as u32,
+                s.fragment_size() as u32,
             ),
             Err(e) => reply.error(errno("statfs", &"", &e.into())),
         }

@@ -16,10 +16,15 @@
 use crate::contract::{Commit, Lifetime};
 use crate::error::{Error, Result};
 use crate::name;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, FallocateFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fstatat};
+use nix::sys::statvfs::{Statvfs, fstatvfs};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -236,8 +241,7 @@ impl Store {
         if !meta.is_dir() {
             return Err(format!("store {}: not a directory", root.display()));
         }
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         if meta.uid() != euid {
             return Err(format!(
                 "store {}: owned by uid {}, not by this daemon's uid {euid}",
@@ -393,18 +397,9 @@ impl Store {
     /// the store only once its record is on it. Returns its id and an open handle.
     pub fn create(&self, record: &Record) -> Result<(u64, File)> {
         // An unnamed file gets its record first, then a name: a crash leaves nothing behind.
-        // SAFETY: plain syscall on a valid directory fd and a NUL-terminated path.
-        let fd = unsafe {
-            libc::openat(
-                self.dir.as_raw_fd(),
-                c".".as_ptr(),
-                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-                0o600,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: fd was just returned by openat and is owned by nobody else.
-            let file = unsafe { File::from_raw_fd(fd) };
+        let unnamed = openat(&self.dir, ".", OFlag::O_TMPFILE | RW, PRIVATE);
+        if let Ok(fd) = unnamed {
+            let file = File::from(fd);
             set_record(&file, record)?;
             // An id may still be taken by a damaged entry left aside at start-up.
             loop {
@@ -416,41 +411,23 @@ impl Store {
                 }
             }
         }
-        let err = io::Error::last_os_error();
-        if !matches!(
-            err.raw_os_error(),
-            Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
-        ) {
-            return Err(err.into());
+        match unnamed {
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR) => {}
+            Err(e) => return Err(io::Error::from(e).into()),
+            Ok(_) => unreachable!("handled above"),
         }
         // No O_TMPFILE on this filesystem: create by name. A crash between the two calls
         // leaves a file without a record, which the next scan reports and leaves aside.
         let (id, fd) = loop {
             let id = self.fresh_id()?;
-            let fname = id_cstring(id);
-            // SAFETY: as above.
-            let fd = unsafe {
-                libc::openat(
-                    self.dir.as_raw_fd(),
-                    fname.as_ptr(),
-                    libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_RDWR
-                        | libc::O_CLOEXEC
-                        | libc::O_NOFOLLOW,
-                    0o600,
-                )
-            };
-            if fd >= 0 {
-                break (id, fd);
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(e.into());
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | RW;
+            match openat(&self.dir, id_cstring(id).as_c_str(), flags, PRIVATE) {
+                Ok(fd) => break (id, fd),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(io::Error::from(e).into()),
             }
         };
-        // SAFETY: fd was just returned by openat.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let file = File::from(fd);
         if let Err(e) = set_record(&file, record) {
             let _ = self.remove(id);
             return Err(e);
@@ -469,62 +446,39 @@ impl Store {
     }
 
     fn link_tmpfile(&self, file: &File, fname: &CString) -> io::Result<()> {
-        let dir = self.dir.as_raw_fd();
         if self.link_by_fd.load(Ordering::Relaxed) {
-            // SAFETY: valid fds and NUL-terminated paths.
-            let rc = unsafe {
-                libc::linkat(
-                    file.as_raw_fd(),
-                    c"".as_ptr(),
-                    dir,
-                    fname.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                )
-            };
-            if rc == 0 {
-                return Ok(());
+            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH: ENOENT or EPERM without it.
+            match linkat(
+                file,
+                "",
+                &self.dir,
+                fname.as_c_str(),
+                AtFlags::AT_EMPTY_PATH,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(Errno::ENOENT | Errno::EPERM) => {
+                    self.link_by_fd.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(e.into()),
             }
-            let e = io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
-                return Err(e);
-            }
-            self.link_by_fd.store(false, Ordering::Relaxed);
         }
         // Through /proc: no capability needed, one path walk more.
-        let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .map_err(io::Error::other)?;
-        // SAFETY: valid fds and NUL-terminated paths.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc_path.as_ptr(),
-                dir,
-                fname.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let follow = AtFlags::AT_SYMLINK_FOLLOW;
+        Ok(linkat(
+            AT_FDCWD,
+            proc_path.as_str(),
+            &self.dir,
+            fname.as_c_str(),
+            follow,
+        )?)
     }
 
     /// Opens a section's backing file read-write.
     pub fn open_file(&self, id: u64) -> io::Result<File> {
-        let fname = id_cstring(id);
-        // SAFETY: valid directory fd and NUL-terminated name.
-        let fd = unsafe {
-            libc::openat(
-                self.dir.as_raw_fd(),
-                fname.as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by openat.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        let flags = RW | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let fd = openat(&self.dir, id_cstring(id).as_c_str(), flags, Mode::empty())?;
+        Ok(File::from(fd))
     }
 
     /// Replaces a section's record (rename, chmod, chown). Atomic: one setxattr.
@@ -534,67 +488,27 @@ impl Store {
 
     /// Stats a section's backing file without opening it.
     pub fn stat(&self, id: u64) -> io::Result<libc::stat> {
-        let fname = id_cstring(id);
-        // SAFETY: zeroed stat is a valid out-buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd, NUL-terminated name, valid out pointer.
-        let rc = unsafe {
-            libc::fstatat(
-                self.dir.as_raw_fd(),
-                fname.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(st)
-    }
-
-    /// Sets a backing file's access and modification times.
-    pub fn set_times(
-        &self,
-        id: u64,
-        atime: libc::timespec,
-        mtime: libc::timespec,
-    ) -> io::Result<()> {
-        let fname = id_cstring(id);
-        let times = [atime, mtime];
-        // SAFETY: valid fd, NUL-terminated name, two timespecs.
-        let rc = unsafe {
-            libc::utimensat(
-                self.dir.as_raw_fd(),
-                fname.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let name = id_cstring(id);
+        Ok(fstatat(
+            &self.dir,
+            name.as_c_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?)
     }
 
     /// Removes a section's backing file. Open handles keep the bytes until they close.
     pub fn remove(&self, id: u64) -> io::Result<()> {
-        let fname = id_cstring(id);
-        // SAFETY: valid fd and NUL-terminated name.
-        if unsafe { libc::unlinkat(self.dir.as_raw_fd(), fname.as_ptr(), 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let name = id_cstring(id);
+        Ok(unlinkat(
+            &self.dir,
+            name.as_c_str(),
+            UnlinkatFlags::NoRemoveDir,
+        )?)
     }
 
     /// The store's capacity and use, for statfs.
-    pub fn statvfs(&self) -> io::Result<libc::statvfs> {
-        // SAFETY: zeroed statvfs is a valid out-buffer.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd and out pointer.
-        if unsafe { libc::fstatvfs(self.dir.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(st)
+    pub fn statvfs(&self) -> io::Result<Statvfs> {
+        Ok(fstatvfs(&self.dir)?)
     }
 
     /// The raw fd of `sections/`, for the passthrough probe.
@@ -625,7 +539,7 @@ pub fn grow(file: &File, old_size: u64, new_size: u64, commit: Commit) -> Result
         // reused by the next growth and freed with the section.
         commit_range(file, old_size, new_size - old_size)?;
     }
-    match fallocate(file, 0, new - 1, 1) {
+    match fallocate(file, FallocateFlags::empty(), new - 1, 1) {
         Ok(()) => Ok(()),
         // SEC_RESERVE growth needs no storage: a store without fallocate, or one too full
         // for even the last page, still grows. The caller holds the section's lock; only a
@@ -654,18 +568,20 @@ pub fn commit_range(file: &File, offset: u64, len: u64) -> Result<()> {
         i64::try_from(offset).map_err(|_| Error::TooBig)?,
         i64::try_from(end).map_err(|_| Error::TooBig)?,
     );
-    Ok(fallocate(file, libc::FALLOC_FL_KEEP_SIZE, off, end - off)?)
+    Ok(fallocate(
+        file,
+        FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        off,
+        end - off,
+    )?)
 }
 
-fn fallocate(file: &File, mode: i32, offset: i64, len: i64) -> io::Result<()> {
+fn fallocate(file: &File, mode: FallocateFlags, offset: i64, len: i64) -> io::Result<()> {
     loop {
-        // SAFETY: valid fd; the kernel checks the range.
-        if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match nix::fcntl::fallocate(file, mode, offset, len) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -698,8 +614,7 @@ fn take_lock(root: &Path) -> std::result::Result<File, String> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("store {}: cannot open its lock: {e}", root.display()))?;
-    // SAFETY: valid fd.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if lock.try_lock().is_err() {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(format!(
             "store {} is already served by another sectionfs daemon (pid {}); \
@@ -716,45 +631,23 @@ fn take_lock(root: &Path) -> std::result::Result<File, String> {
 /// text, is what keeps a second daemon out).
 fn write_pid(lock: &File) {
     use std::os::unix::fs::FileExt;
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+    let pid = nix::unistd::getpid();
     lock.set_len(0).ok();
     lock.write_all_at(format!("{pid}\n").as_bytes(), 0).ok();
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    Ok(nix::fcntl::open(path, flags, Mode::empty())?)
 }
 
 /// Fails when the store's filesystem cannot hold a record (no user xattrs).
 fn check_xattrs(dir: &OwnedFd) -> io::Result<()> {
-    // SAFETY: valid directory fd, NUL-terminated path.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c".".as_ptr(),
-            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    if fd < 0 {
+    let Ok(fd) = openat(dir, ".", OFlag::O_TMPFILE | RW, PRIVATE) else {
         // No O_TMPFILE: the first create will tell.
         return Ok(());
-    }
-    // SAFETY: fd was just returned by openat.
-    let file = unsafe { File::from_raw_fd(fd) };
+    };
+    let file = File::from(fd);
     // SAFETY: valid fd, NUL-terminated name, one-byte buffer.
     let rc = unsafe {
         libc::fsetxattr(
@@ -783,6 +676,11 @@ fn file_type(mode: libc::mode_t) -> &'static str {
         _ => "an unknown kind of file",
     }
 }
+
+/// How every backing file is opened: read-write, never inherited by a child.
+const RW: OFlag = OFlag::O_RDWR.union(OFlag::O_CLOEXEC);
+/// Backing files are the daemon's alone.
+const PRIVATE: Mode = Mode::S_IRUSR.union(Mode::S_IWUSR);
 
 fn id_cstring(id: u64) -> CString {
     // A hex number never holds a NUL.
