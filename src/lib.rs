@@ -9,6 +9,7 @@ pub mod client;
 pub mod creds;
 pub mod error;
 pub mod fuse;
+pub mod ino;
 pub mod list;
 pub mod meta;
 pub mod mount;

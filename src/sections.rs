@@ -2,14 +2,14 @@
 //! Plain Rust over a [`Store`]; the FUSE adapter (`fuse.rs`) only translates to it, and the
 //! unit tests below drive it without a mount.
 //!
-//! Inode numbers: the root is 1; a section's inode is its store id (stable across restarts);
-//! its sidecar's inode is the same id with [`SIDECAR_BIT`] set.
+//! Inode numbers are `ino.rs`'s: a section's is its store id (stable across restarts).
 
 use crate::creds::{self, Identity};
 use crate::error::{Error, Result};
+use crate::ino::Ino;
 use crate::meta::{Facts, IoMode, Status};
 use crate::name;
-use crate::namespace::{self, NS_BIT, Ns};
+use crate::namespace::{self, Ns};
 use crate::quota::{self, Quota};
 use crate::store::{self, Commit, FileBacking, Lifetime, Record, Store};
 use crate::views::{Dev, ViewFinder};
@@ -24,9 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub const ROOT_INO: u64 = 1;
-/// Set in a sidecar's inode number; never set in a section id (ids stop at `store::MAX_ID`).
-pub const SIDECAR_BIT: u64 = 1 << 62;
 /// How long a shrink waits for other handles to go before it answers EBUSY. close(2)
 /// returns before the kernel's RELEASE reaches the daemon, so a handle just closed (a
 /// SQLite process that lost the race to recover a `-shm` and closed it) is still counted
@@ -412,12 +409,14 @@ impl Sections {
     /// The name an inode goes by (a sidecar's is `NAME.meta`), for log lines; `None` for
     /// the root and for inodes the model no longer knows.
     pub fn name_of(&self, ino: u64) -> Option<OsString> {
-        if ino == ROOT_INO || ino & NS_BIT != 0 {
-            return None;
-        }
-        let section = self.section(ino & !SIDECAR_BIT).ok()?;
+        let (id, sidecar) = match Ino::decode(ino)? {
+            Ino::Section(id) => (id, false),
+            Ino::Sidecar(id) => (id, true),
+            _ => return None,
+        };
+        let section = self.section(id).ok()?;
         let name = lock(&section.state).record.name.clone();
-        Some(if ino & SIDECAR_BIT != 0 {
+        Some(if sidecar {
             name::sidecar_name(&name)
         } else {
             name
@@ -426,10 +425,10 @@ impl Sections {
 
     /// The kernel dropped `n` references to an inode.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
+        let Some(Ino::Section(id)) = Ino::decode(ino) else {
             return;
-        }
-        if let Ok(section) = self.section(ino) {
+        };
+        if let Ok(section) = self.section(id) {
             let mut st = lock(&section.state);
             st.lookups = st.lookups.saturating_sub(n);
             self.drop_if_gone(&section, &st);
@@ -452,17 +451,11 @@ impl Sections {
     }
 
     pub fn attr(&self, caller: Caller, ino: u64) -> Result<Attr> {
-        if ino == ROOT_INO {
-            return Ok(self.root_attr());
-        }
-        if ino & NS_BIT != 0 {
-            return self.namespace_attr(caller, ino);
-        }
-        let section = self.section(ino & !SIDECAR_BIT)?;
-        if ino & SIDECAR_BIT != 0 {
-            self.sidecar_attr(&section, caller)
-        } else {
-            self.section_attr(&section)
+        match Ino::decode(ino).ok_or(Error::NotFound)? {
+            Ino::Root => Ok(self.root_attr()),
+            Ino::Section(id) => self.section_attr(&*self.section(id)?),
+            Ino::Sidecar(id) => self.sidecar_attr(&*self.section(id)?, caller),
+            ns => self.namespace_attr(caller, ns),
         }
     }
 
@@ -476,13 +469,13 @@ impl Sections {
     /// refreshes the directory's attributes itself after its own create, unlink and rename
     /// (`fuse_dir_changed`), and after a `FUSE_NOTIFY_INVAL_ENTRY`.
     fn dir_changed(&self, ns: Ns) {
-        lock(&self.dir_times).insert(namespace::dir_ino(ns), SystemTime::now());
+        lock(&self.dir_times).insert(Ino::dir_of(ns).number(), SystemTime::now());
     }
 
     fn root_attr(&self) -> Attr {
-        let t = self.dir_time(ROOT_INO);
+        let t = self.dir_time(Ino::Root.number());
         Attr {
-            ino: ROOT_INO,
+            ino: Ino::Root.number(),
             kind: Kind::Directory,
             size: 0,
             blocks: 0,
@@ -548,7 +541,7 @@ impl Sections {
             0
         };
         Ok(Attr {
-            ino: section.id | SIDECAR_BIT,
+            ino: Ino::Sidecar(section.id).number(),
             kind: Kind::File,
             size,
             blocks: 0,
@@ -565,20 +558,18 @@ impl Sections {
 
     /// What the sidecar says about the section `ino` to `caller`.
     pub fn facts(&self, caller: Caller, ino: u64) -> Result<Facts> {
-        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
-            return Err(Error::NoAttr);
-        }
-        self.facts_of(&*self.section(ino)?, caller)
+        let id = section_id(ino, Error::NoAttr)?;
+        self.facts_of(&*self.section(id)?, caller)
     }
 
     /// The names of the section's `user.sectionfs.*` attributes, NUL-separated: none to
     /// a caller who may not read the section (the kernel does not check listxattr, and
     /// which names exist tells whether a section is over a file or goes with its handles).
     pub fn xattr_names(&self, caller: Caller, ino: u64) -> Result<Vec<u8>> {
-        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
+        let Some(Ino::Section(id)) = Ino::decode(ino) else {
             return Ok(Vec::new());
-        }
-        let section = self.section(ino)?;
+        };
+        let section = self.section(id)?;
         let readable = {
             let st = lock(&section.state);
             let r = &st.record;
@@ -833,11 +824,9 @@ impl Sections {
         flags: i32,
         attach: impl FnOnce(u64, &File) -> Result<T>,
     ) -> Result<(Opened, T)> {
-        if ino & (SIDECAR_BIT | NS_BIT) != 0 || ino == ROOT_INO {
-            return Err(Error::BadHandle);
-        }
-        self.open_section(caller.process(), &*self.section(ino)?, flags, true, attach)
-            .map_err(|e| self.gone(ino, e))
+        let id = section_id(ino, Error::BadHandle)?;
+        self.open_section(caller.process(), &*self.section(id)?, flags, true, attach)
+            .map_err(|e| self.gone(id, e))
     }
 
     /// The section's backing file: the one its handles share, else opened for this call.
@@ -957,7 +946,7 @@ impl Sections {
         };
         self.unlinked(id);
         if invalidate && let Some(hook) = self.on_vanish.get() {
-            hook(namespace::dir_ino(ns), &name);
+            hook(Ino::dir_of(ns).number(), &name);
         }
     }
 
@@ -978,7 +967,10 @@ impl Sections {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(Error::ReadOnly);
         }
-        let section = self.section(ino & !SIDECAR_BIT)?;
+        let Some(Ino::Sidecar(id)) = Ino::decode(ino) else {
+            return Err(Error::BadHandle);
+        };
+        let section = self.section(id)?;
         let text = self.facts_of(&section, caller)?.render();
         Ok(self.add_handle(Handle::Sidecar(text.into())))
     }
@@ -1116,21 +1108,19 @@ impl Sections {
         self.unlinked(id);
         log::debug!("section {name:?}: last handle closed, name gone (lifetime=handles)");
         if let Some(hook) = self.on_vanish.get() {
-            hook(namespace::dir_ino(ns), &name);
+            hook(Ino::dir_of(ns).number(), &name);
         }
     }
 
     /// `user.sectionfs.lifetime`: the owner (or root) chooses whether the section's name
     /// goes with its last handle. Set to `handles` while no handle is open, it goes now.
     pub fn set_lifetime(&self, caller: Caller, ino: u64, value: &[u8]) -> Result<()> {
-        if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
-            return Err(Error::ReadOnly);
-        }
+        let id = section_id(ino, Error::ReadOnly)?;
         let lifetime = std::str::from_utf8(value)
             .ok()
             .and_then(|v| Lifetime::parse(v.trim_end_matches(['\n', '\0'])))
             .ok_or(Error::InvalidArgument)?;
-        let section = self.section(ino)?;
+        let section = self.section(id)?;
         let mut st = lock(&section.state);
         if caller.uid != 0 && caller.uid != st.record.uid {
             return Err(Error::NotOwner);
@@ -1147,7 +1137,7 @@ impl Sections {
         let vanish = st.handles == 0 && st.linked && lifetime == Lifetime::Handles;
         drop(st);
         if vanish {
-            self.vanish(ino);
+            self.vanish(id);
         }
         Ok(())
     }
@@ -1256,14 +1246,12 @@ impl Sections {
     }
 
     fn allocate_checked(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> Result<()> {
-        if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
-            return Err(Error::InvalidArgument);
-        }
+        let id = section_id(ino, Error::InvalidArgument)?;
         let end = offset.checked_add(len).ok_or(Error::TooBig)?;
         if end > i64::MAX as u64 {
             return Err(Error::TooBig);
         }
-        let section = self.section(ino)?;
+        let section = self.section(id)?;
         // Holding the state lock serializes this with every other growth of the section.
         let mut st = lock(&section.state);
         if st.read_only() {
@@ -1330,14 +1318,11 @@ impl Sections {
         fh: Option<u64>,
         change: AttrChange,
     ) -> Result<Attr> {
-        if ino == ROOT_INO || ino & (SIDECAR_BIT | NS_BIT) != 0 {
-            return Err(if ino == ROOT_INO || ino & NS_BIT != 0 {
-                Error::NotSupported
-            } else {
-                Error::ReadOnly
-            });
-        }
-        let section = self.section(ino)?;
+        let section = match Ino::decode(ino).ok_or(Error::NotFound)? {
+            Ino::Section(id) => self.section(id)?,
+            Ino::Sidecar(_) => return Err(Error::ReadOnly),
+            _ => return Err(Error::NotSupported),
+        };
         let mut st = lock(&section.state);
         let file = self.file_of(&section, &st)?;
         let times = change.atime.is_some() || change.mtime.is_some();
@@ -1603,15 +1588,15 @@ impl Sections {
             Listing::Sessions(uids) => return Ok(sessions_entries(uids, offset)),
         };
         let (dot, dotdot) = match ns {
-            None => (ROOT_INO, ROOT_INO),
-            Some(uid) => (namespace::user_dir_ino(uid), namespace::SESSIONS_INO),
+            None => (Ino::Root, Ino::Root),
+            Some(uid) => (Ino::UserDir(uid), Ino::Sessions),
         };
         let mut out = Vec::new();
         let total = 2 + 2 * ids.len() as u64;
         for off in offset..total {
             let entry = match off {
-                0 => (dot, Kind::Directory, OsString::from(".")),
-                1 => (dotdot, Kind::Directory, OsString::from("..")),
+                0 => (dot.number(), Kind::Directory, OsString::from(".")),
+                1 => (dotdot.number(), Kind::Directory, OsString::from("..")),
                 n => {
                     let id = ids[((n - 2) / 2) as usize];
                     // Gone since opendir (unlinked, replaced or moved by a rename): not listed.
@@ -1621,7 +1606,8 @@ impl Sections {
                     if n % 2 == 0 {
                         (id, Kind::File, name)
                     } else {
-                        (id | SIDECAR_BIT, Kind::File, name::sidecar_name(&name))
+                        let sidecar = Ino::Sidecar(id).number();
+                        (sidecar, Kind::File, name::sidecar_name(&name))
                     }
                 }
             };
@@ -1651,25 +1637,21 @@ impl Sections {
     /// The namespace whose names are the entries of directory `parent`: the root's, or
     /// a user directory's. `Sessions` holds directories only: nothing is made there.
     pub fn namespace_of(&self, parent: u64) -> Result<Ns> {
-        if parent == ROOT_INO {
-            return Ok(None);
-        }
-        if parent == namespace::SESSIONS_INO {
-            return Err(Error::NotSupported);
-        }
-        match namespace::user_of(parent) {
-            Some(uid) if lock(&self.user_dirs).contains_key(&uid) => Ok(Some(uid)),
+        match Ino::decode(parent) {
+            Some(Ino::Root) => Ok(None),
+            Some(Ino::Sessions) => Err(Error::NotSupported),
+            Some(Ino::UserDir(uid)) if lock(&self.user_dirs).contains_key(&uid) => Ok(Some(uid)),
             _ => Err(Error::NotFound),
         }
     }
 
-    fn reserved_ino(&self, name: &OsStr) -> u64 {
+    fn reserved_ino(&self, name: &OsStr) -> Ino {
         if name == namespace::GLOBAL {
-            namespace::GLOBAL_INO
+            Ino::Global
         } else if name == namespace::LOCAL {
-            namespace::LOCAL_INO
+            Ino::Local
         } else {
-            namespace::SESSIONS_INO
+            Ino::Sessions
         }
     }
 
@@ -1686,23 +1668,23 @@ impl Sections {
             log::debug!("namespace of uid {uid}: made on first use");
         }
         drop(dirs);
-        self.namespace_attr(caller, namespace::user_dir_ino(uid))
+        self.namespace_attr(caller, Ino::UserDir(uid))
     }
 
     /// Where a link leads: `Global` to the root itself, `Local` to the caller's own
     /// directory. The kernel asks at every path walk (no FUSE_CACHE_SYMLINKS), so each
     /// caller gets its own answer.
     pub fn readlink(&self, caller: Caller, ino: u64) -> Result<Vec<u8>> {
-        match ino {
-            namespace::GLOBAL_INO => Ok(b".".to_vec()),
-            namespace::LOCAL_INO => Ok(namespace::local_target(caller.uid)),
+        match Ino::decode(ino) {
+            Some(Ino::Global) => Ok(b".".to_vec()),
+            Some(Ino::Local) => Ok(namespace::local_target(caller.uid)),
             _ => Err(Error::InvalidArgument),
         }
     }
 
     /// Opens a directory for reading: the root, `Sessions`, or a user directory.
     pub fn open_dir_of(&self, ino: u64) -> Result<u64> {
-        if ino == namespace::SESSIONS_INO {
+        if Ino::decode(ino) == Some(Ino::Sessions) {
             let mut uids: Vec<u32> = lock(&self.user_dirs).keys().copied().collect();
             uids.sort_unstable();
             return Ok(self.add_handle(Handle::Dir(Arc::new(Listing::Sessions(uids)))));
@@ -1713,8 +1695,10 @@ impl Sections {
         }
     }
 
-    fn namespace_attr(&self, caller: Caller, ino: u64) -> Result<Attr> {
+    /// Attributes of the links and namespace directories (not the root's).
+    fn namespace_attr(&self, caller: Caller, which: Ino) -> Result<Attr> {
         let root = self.root_attr();
+        let ino = which.number();
         let link = |size: usize| Attr {
             ino,
             kind: Kind::Symlink,
@@ -1725,19 +1709,18 @@ impl Sections {
             ctime: self.mounted_at,
             ..root
         };
-        Ok(match ino {
-            namespace::GLOBAL_INO => link(1),
-            namespace::LOCAL_INO => link(namespace::local_target(caller.uid).len()),
+        Ok(match which {
+            Ino::Global => link(1),
+            Ino::Local => link(namespace::local_target(caller.uid).len()),
             // Users may pass through to their own directory, not list the others.
-            namespace::SESSIONS_INO => Attr {
+            Ino::Sessions => Attr {
                 ino,
                 perm: 0o711,
                 mtime: self.mounted_at,
                 ctime: self.mounted_at,
                 ..root
             },
-            _ => {
-                let uid = namespace::user_of(ino).ok_or(Error::NotFound)?;
+            Ino::UserDir(uid) => {
                 let gid = *lock(&self.user_dirs).get(&uid).ok_or(Error::NotFound)?;
                 let t = self.dir_time(ino);
                 Attr {
@@ -1750,6 +1733,7 @@ impl Sections {
                     ..root
                 }
             }
+            Ino::Root | Ino::Section(_) | Ino::Sidecar(_) => return Err(Error::NotFound),
         })
     }
 }
@@ -1757,12 +1741,12 @@ impl Sections {
 /// The entries of `Sessions` from `offset` on.
 fn sessions_entries(uids: &[u32], offset: u64) -> Vec<(u64, Kind, OsString, u64)> {
     let dots = [
-        (namespace::SESSIONS_INO, OsString::from(".")),
-        (ROOT_INO, OsString::from("..")),
+        (Ino::Sessions.number(), OsString::from(".")),
+        (Ino::Root.number(), OsString::from("..")),
     ];
     let dirs = uids
         .iter()
-        .map(|&u| (namespace::user_dir_ino(u), OsString::from(u.to_string())));
+        .map(|&u| (Ino::UserDir(u).number(), OsString::from(u.to_string())));
     dots.into_iter()
         .chain(dirs)
         .enumerate()
@@ -1803,6 +1787,15 @@ fn may_read(mode: u32, uid: u32, gid: u32, caller: Caller) -> bool {
         } else {
             mode & 0o004 != 0
         }
+}
+
+/// The section an inode number names; `not_a_section` for the other kinds of inode.
+fn section_id(ino: u64, not_a_section: Error) -> Result<u64> {
+    match Ino::decode(ino) {
+        Some(Ino::Section(id)) => Ok(id),
+        Some(_) => Err(not_a_section),
+        None => Err(Error::NotFound),
+    }
 }
 
 /// `fstat(2)` of an open file.
@@ -1927,7 +1920,8 @@ mod tests {
             Err(Error::InvalidName)
         ));
         assert!(matches!(m.lookup(A, os("nope")), Err(Error::NotFound)));
-        assert!(m.lookup(A, os("s.meta")).unwrap().ino & SIDECAR_BIT != 0);
+        let sidecar = Ino::decode(m.lookup(A, os("s.meta")).unwrap().ino);
+        assert!(matches!(sidecar, Some(Ino::Sidecar(_))));
     }
 
     #[test]
@@ -2035,7 +2029,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let m = model(tmp.path());
         let (attr, _) = m.create(A, os("s"), 0o640, 0, libc::O_RDWR).unwrap();
-        let side = attr.ino | SIDECAR_BIT;
+        let side = Ino::Sidecar(attr.ino).number();
         assert!(matches!(
             m.open_sidecar(A, side, libc::O_WRONLY),
             Err(Error::ReadOnly)
@@ -2116,7 +2110,7 @@ mod tests {
         let m = model(tmp.path());
         let b = Caller { uid: 1001, ..B };
         assert!(matches!(
-            m.namespace_of(namespace::user_dir_ino(1000)),
+            m.namespace_of(Ino::UserDir(1000).number()),
             Err(Error::NotFound)
         ));
         // A's directory appears at A's first look, for A only.
@@ -2143,7 +2137,7 @@ mod tests {
         // The reserved names are links and a directory, never sections.
         assert_eq!(m.lookup(A, os("Local")).unwrap().kind, Kind::Symlink);
         assert_eq!(
-            m.readlink(b, namespace::LOCAL_INO).unwrap(),
+            m.readlink(b, Ino::Local.number()).unwrap(),
             b"Sessions/1001"
         );
         assert!(matches!(
@@ -2163,12 +2157,12 @@ mod tests {
             m.release_dir(fh);
             names
         };
-        assert_eq!(list(ROOT_INO), [".", "..", "n", "n.meta"]);
+        assert_eq!(list(Ino::Root.number()), [".", "..", "n", "n.meta"]);
         assert_eq!(
-            list(namespace::user_dir_ino(1001)),
+            list(Ino::UserDir(1001).number()),
             [".", "..", "n", "n.meta"]
         );
-        assert_eq!(list(namespace::SESSIONS_INO), [".", "..", "1000", "1001"]);
+        assert_eq!(list(Ino::Sessions.number()), [".", "..", "1000", "1001"]);
         // A move to another namespace, and back after a restart.
         m.rename_in(Some(1000), os("n"), None, os("from_a"), false)
             .unwrap();
@@ -2176,7 +2170,7 @@ mod tests {
         let m = model(tmp.path());
         assert_eq!(m.lookup(A, os("from_a")).unwrap().ino, a.ino);
         assert_eq!(m.lookup_in(b, Some(1001), os("n")).unwrap().ino, bb.ino);
-        assert!(m.namespace_of(namespace::user_dir_ino(1001)).is_ok());
+        assert!(m.namespace_of(Ino::UserDir(1001).number()).is_ok());
     }
 
     fn tracked(m: &Sections, ino: u64) -> usize {
