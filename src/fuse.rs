@@ -5,8 +5,8 @@
 use crate::error::Error;
 use crate::ino::Ino;
 use crate::meta::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
+use crate::model::{Attr, AttrChange, Caller, Kind, Sections};
 use crate::name;
-use crate::sections::{Attr, AttrChange, Caller, Kind, Sections};
 use dashmap::DashMap;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -199,7 +199,7 @@ impl SectionFs {
         }
         // A store file replaced by hand while its section was idle must not be served
         // through the registration of the file it replaced.
-        let st = crate::sections::fstat(file)?;
+        let st = crate::model::fstat(file)?;
         let identity = (st.st_dev, st.st_ino);
         if let Some(r) = self.backings.get(&ino)
             && r.file == identity
@@ -341,7 +341,7 @@ impl fuser::Filesystem for SectionFs {
             .model
             .namespace_of(parent.0)
             .and_then(|ns| {
-                let no_attach = crate::sections::no_attach;
+                let no_attach = crate::model::no_attach;
                 self.model
                     .create_in(caller(req), ns, name, mode, umask, flags, no_attach)
             })

@@ -4,7 +4,7 @@
 use crate::cli::{Config, Passthrough};
 use crate::fuse::SectionFs;
 use crate::meta::IoMode;
-use crate::sections::{Options, Sections};
+use crate::model::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};
 use std::ffi::{CString, OsStr};
