@@ -177,14 +177,9 @@ impl Sections {
                 if size > i64::MAX as u64 {
                     return Err(Error::TooBig);
                 }
-                self.account(&mut st, current);
-                self.charge(&mut st, size)?;
-                // Holding the state lock serializes growth of this section.
-                if let Err(e) = store::grow(&file, current, size, section.commit) {
-                    let now = fstat(&file).map(|s| s.st_size as u64).unwrap_or(current);
-                    self.account(&mut st, now);
-                    return Err(e);
-                }
+                self.grow(&mut st, &file, current, size, || {
+                    store::grow(&file, current, size, section.commit)
+                })?;
             }
         }
         if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {

@@ -7,6 +7,7 @@ use super::section::fstat;
 use super::{lock, section_id};
 use crate::error::{Error, Result};
 use crate::store::{self, Commit};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -63,47 +64,28 @@ impl Sections {
         let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
         let section = self.section(ino)?;
         let eager = section.commit == Commit::Eager;
-        // With a quota, the state lock is held through a growing write, so that what is
-        // counted and what is written agree when it ends.
         let mut growing = None;
         if (eager || self.quota.enabled()) && end > fstat(&file)?.st_size as u64 {
-            // The state lock serializes this with every other growth of the section.
             let mut st = lock(&section.state);
             let size = fstat(&file)?.st_size as u64;
-            if end > size {
-                self.account(&mut st, size);
-                self.charge(&mut st, end)?;
-                if eager && let Err(e) = store::grow(&file, size, end, Commit::Eager) {
-                    self.account(&mut st, size);
-                    return Err(e);
-                }
-            }
+            // Lazy: the write itself moves the size, so a write cut short stays short.
+            self.grow(&mut st, &file, size, end, || match eager {
+                true => store::grow(&file, size, end, Commit::Eager),
+                false => Ok(()),
+            })?;
+            // With a quota, the state lock is held through the write, so that what is
+            // counted and what is written agree when it ends.
             if self.quota.enabled() {
                 growing = Some(st);
             }
         }
-        let mut done = 0;
-        while done < data.len() {
-            match file.write_at(&data[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if done == 0 => {
-                    if let Some(mut st) = growing {
-                        let size = fstat(&file).map(|s| s.st_size as u64).unwrap_or(0);
-                        self.account(&mut st, size);
-                    }
-                    return Err(e.into());
-                }
-                Err(_) => break,
-            }
-        }
+        let written = write_all(&file, offset, data);
         if let Some(mut st) = growing
             && let Ok(stat) = fstat(&file)
         {
             self.account(&mut st, stat.st_size as u64);
         }
-        Ok(done as u32)
+        written
     }
 
     /// fallocate mode 0 or KEEP_SIZE: allocates storage for `[offset, offset + len)` in any
@@ -134,26 +116,15 @@ impl Sections {
         }
         let file = self.file_of(&section, &st)?;
         let size = fstat(&file)?.st_size as u64;
-        if end > size && self.quota.enabled() {
-            // The quota counts sizes: storage kept past the end would escape it.
-            if keep_size {
-                return Err(Error::QuotaExceeded);
-            }
-            self.account(&mut st, size);
-            self.charge(&mut st, end)?;
+        // The quota counts sizes: storage kept past the end would escape it.
+        if end > size && keep_size && self.quota.enabled() {
+            return Err(Error::QuotaExceeded);
         }
-        let grown = store::commit_range(&file, offset, len).and_then(|()| {
-            if keep_size {
-                return Ok(());
-            }
-            let size = fstat(&file)?.st_size as u64;
+        let end = if keep_size { size } else { end };
+        self.grow(&mut st, &file, size, end, || {
+            store::commit_range(&file, offset, len)?;
             store::grow(&file, size, end, Commit::Eager)
-        });
-        if grown.is_err() {
-            let now = fstat(&file).map(|s| s.st_size as u64).unwrap_or(size);
-            self.account(&mut st, now);
-        }
-        grown
+        })
     }
 
     /// fsync of a section handle.
@@ -170,4 +141,20 @@ impl Sections {
         }
         Ok(())
     }
+}
+
+/// Writes all of `data` at `offset`, or as much as the store takes: an error after some
+/// bytes is a short write, as on any Linux file.
+fn write_all(file: &File, offset: u64, data: &[u8]) -> Result<u32> {
+    let mut done = 0;
+    while done < data.len() {
+        match file.write_at(&data[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if done == 0 => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(done as u32)
 }

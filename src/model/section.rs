@@ -108,6 +108,29 @@ impl Sections {
         }
     }
 
+    /// The one way a section grows, called with its state lock held (which serializes
+    /// the growths of one section): count `end` against the owner's quota (ENOSPC, nothing
+    /// changed, past `user_quota`), then run `step`, which grows the store file from
+    /// `size`; if it fails, count what the file holds now, so a refused growth leaves the
+    /// count as it leaves the size. `size` is the file's size, read under the same lock.
+    pub(super) fn grow<T>(
+        &self,
+        st: &mut SectionState,
+        file: &File,
+        size: u64,
+        end: u64,
+        step: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if end > size {
+            self.account(st, size);
+            self.charge(st, end)?;
+        }
+        step().inspect_err(|_| {
+            let now = fstat(file).map(|s| s.st_size as u64).unwrap_or(size);
+            self.account(st, now);
+        })
+    }
+
     /// Keeps `user_quota`'s count of a section right: `size` while it holds storage
     /// (linked, or open), nothing after.
     pub(super) fn account(&self, st: &mut SectionState, size: u64) {
@@ -150,6 +173,33 @@ pub fn fstat(file: &File) -> Result<libc::stat> {
 mod tests {
     use super::*;
     use crate::model::testing::*;
+
+    #[test]
+    fn a_growth_the_store_refuses_gives_its_quota_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model_with_quota(tmp.path(), Commit::Eager, 1 << 20);
+        let (attr, h) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
+        let section = m.section(attr.ino).unwrap();
+        let mut st = lock(&section.state);
+        let enospc =
+            || -> Result<()> { Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into()) };
+        assert!(m.grow(&mut st, &h.file, 0, 65_536, enospc).is_err());
+        assert_eq!(m.quota_used(A.uid), 4096);
+        // Past the quota: refused before the store is asked.
+        let asked = std::cell::Cell::new(false);
+        let step = || -> Result<()> {
+            asked.set(true);
+            Ok(())
+        };
+        assert!(matches!(
+            m.grow(&mut st, &h.file, 0, 2 << 20, step),
+            Err(Error::QuotaExceeded)
+        ));
+        assert!(!asked.get());
+        assert_eq!(m.quota_used(A.uid), 4096);
+        drop(st);
+        m.release(h.fh).unwrap();
+    }
 
     #[test]
     fn user_quota_caps_each_owner_and_follows_the_bytes() {
