@@ -1,7 +1,7 @@
 //! Attributes of sections and sidecars, and what a sidecar says (`Facts`); setattr.
 
 use super::handles::Handle;
-use super::section::{Section, fstat};
+use super::section::{Section, SectionState, fstat};
 use super::{Attr, AttrChange, Caller, Kind, Sections, lock, section_id, time};
 use crate::error::{Error, Result};
 use crate::ino::Ino;
@@ -22,11 +22,15 @@ impl Sections {
 
     pub(super) fn section_attr(&self, section: &Section) -> Result<Attr> {
         let stat = self.stat(section)?;
-        let mut st = lock(&section.state);
+        Ok(self.attr_of(section.id, &mut lock(&section.state), &stat))
+    }
+
+    /// A section's attributes from a `stat` of its file, under its state lock.
+    pub(super) fn attr_of(&self, id: u64, st: &mut SectionState, stat: &libc::stat) -> Attr {
         // Catches growth the daemon did not see happen (passthrough writes past the end).
-        self.account(&mut st, stat.st_size as u64);
-        Ok(Attr {
-            ino: section.id,
+        self.account(st, stat.st_size as u64);
+        Attr {
+            ino: id,
             kind: Kind::File,
             size: stat.st_size as u64,
             blocks: stat.st_blocks as u64,
@@ -37,7 +41,7 @@ impl Sections {
             nlink: u32::from(st.linked),
             uid: st.record.uid,
             gid: st.record.gid,
-        })
+        }
     }
 
     pub(super) fn sidecar_attr(&self, section: &Section, caller: Caller) -> Result<Attr> {

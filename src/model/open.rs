@@ -70,10 +70,12 @@ impl Sections {
             let st = lock(&section.state);
             match self.file_to_open(pid, &section, st, flags, false) {
                 Ok((st, file)) => {
-                    let (opened, attached) = self.open_locked(pid, &section, st, file, attach)?;
-                    drop(names);
-                    lock(&section.state).lookups += 1;
-                    return Ok((self.section_attr(&section)?, opened, attached));
+                    // Read before the attach step: nothing fails after it.
+                    let stat = fstat(&file)?;
+                    let (opened, attached) =
+                        self.open_locked(pid, &section, st, file, true, attach)?;
+                    let attr = self.attr_of(id, &mut lock(&section.state), &stat);
+                    return Ok((attr, opened, attached));
                 }
                 // Its file was removed from the store: the name is made anew below.
                 Err(e) if e.is_gone() => {
@@ -100,11 +102,11 @@ impl Sections {
         let mut counted = 0;
         self.quota
             .charge(caller.uid, &mut counted, quota::footprint(0))?;
-        let made = self
-            .store
-            .create(&record)
-            .and_then(|(id, file)| match attach(id, &file) {
-                Ok(attached) => Ok((id, file, attached)),
+        // Everything that can fail happens before the section is published: the store file
+        // (with its record), its `stat` for the reply, and the attach step.
+        let made = self.store.create(&record).and_then(|(id, file)| {
+            match fstat(&file).and_then(|stat| Ok((stat, attach(id, &file)?))) {
+                Ok((stat, attached)) => Ok((id, file, stat, attached)),
                 Err(e) => {
                     if let Err(e) = self.store.remove(id) {
                         crate::error::warn_limited(format_args!(
@@ -113,8 +115,9 @@ impl Sections {
                     }
                     Err(e)
                 }
-            });
-        let (id, file, attached) = match made {
+            }
+        });
+        let (id, file, stat, attached) = match made {
             Ok(m) => m,
             Err(e) => {
                 self.quota.recount(caller.uid, &mut counted, 0);
@@ -127,6 +130,7 @@ impl Sections {
         state.handles = 1;
         state.counted = counted;
         state.by_process.insert(pid, (Status::Created, 1));
+        let attr = self.attr_of(id, &mut state, &stat);
         let section = Arc::new(Section {
             id,
             commit: self.options.commit,
@@ -146,7 +150,6 @@ impl Sections {
             pid,
             file: Arc::clone(&file),
         });
-        let attr = self.section_attr(&section)?;
         Ok((
             attr,
             Opened {
@@ -202,11 +205,13 @@ impl Sections {
             }),
             namespace: ns,
         };
+        let stat = fstat(&file)?;
         // The store file is only the record's holder: the section's bytes are `file`'s.
         let (id, _placeholder) = self.store.create(&record)?;
         // The kernel holds the entry this creation answers with.
         let mut state = SectionState::new(record, Status::Created, 1);
         state.file = Some(Arc::new(file));
+        let attr = self.attr_of(id, &mut state, &stat);
         let section = Arc::new(Section {
             id,
             commit: self.options.commit,
@@ -222,7 +227,7 @@ impl Sections {
             target.display(),
             if writable { "read-write" } else { "read-only" }
         );
-        self.section_attr(&section)
+        Ok(attr)
     }
 
     /// Opens an existing section (the kernel's OPEN).
@@ -259,7 +264,7 @@ impl Sections {
     ) -> Result<(Opened, T)> {
         let st = lock(&section.state);
         let (st, file) = self.file_to_open(pid, section, st, flags, wait)?;
-        self.open_locked(pid, section, st, file, attach)
+        self.open_locked(pid, section, st, file, false, attach)
     }
 
     /// The checks of an open, its `O_TRUNC`, and the file it will share: the section's
@@ -287,13 +292,16 @@ impl Sections {
         Ok((st, file))
     }
 
-    /// An open that passed its checks: attach, then count the handle.
+    /// An open that passed its checks: attach, then count the handle and, when the reply
+    /// carries an entry (`with_entry`: an open-or-create), the kernel's reference. Nothing
+    /// fails after the attach step, so a half-made open is never undone.
     pub(super) fn open_locked<T>(
         &self,
         pid: u32,
         section: &Section,
         mut st: MutexGuard<'_, SectionState>,
         file: Arc<File>,
+        with_entry: bool,
         attach: impl FnOnce(u64, &File) -> Result<T>,
     ) -> Result<(Opened, T)> {
         let attached = attach(section.id, &file)?;
@@ -305,6 +313,7 @@ impl Sections {
             .entry(pid)
             .or_insert((Status::AlreadyExists, 0));
         *entry = (Status::AlreadyExists, entry.1 + 1);
+        st.lookups += u64::from(with_entry);
         drop(st);
         let fh = self.add_handle(Handle::Section {
             ino: section.id,
