@@ -139,20 +139,37 @@ pub type VanishHook = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 /// more than once. Called under the section's lock: it must not call into the model.
 pub type DetachHook = Box<dyn Fn(u64) + Send + Sync>;
 
+/// The model. Locks, in the only order they are taken (DESIGN.md, "Locking"):
+/// `names`, then one section's `state`, then the leaves (`dir_times`, `user_dirs`, the
+/// quota's table, a shard of `inodes` or `handles`), each taken and released on its own.
+/// No lock is ever held while taking one earlier in that order, and no `DashMap` guard is
+/// held while taking a mutex.
 pub struct Sections {
     store: Store,
     options: Options,
+    /// Per-uid totals (`-o user_quota`); its table is a leaf lock, taken under `state`.
     quota: Quota,
     passthrough: AtomicBool,
-    /// Name -> id. Lock order: `names` before any section's `state`.
+    /// The name table, `namespace::key(ns, name)` -> store id. First in the lock order.
+    /// Held by every create, unlink, rename and `lifetime=handles` removal from "does the
+    /// name exist" through the store call that makes the answer true (create, unlink,
+    /// record write), so that the map and the store never disagree and exactly one create
+    /// of a name gets `status=created`. Never held across a path walk of the caller's
+    /// (`ln -s` opens its target first) or a wait for releases; data requests, opens by
+    /// inode and getattr never take it.
     names: Mutex<HashMap<OsString, u64>>,
+    /// Every section the kernel or a handle may still reach, by id (linked, or unlinked
+    /// but open or remembered). A leaf: a shard is held only to clone out or remove one
+    /// `Arc`; removed under that section's `state` lock (`drop_if_gone`).
     inodes: DashMap<u64, Arc<Section>>,
+    /// Open handles by fh. A leaf like `inodes`: guards are dropped before any I/O.
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
     seq: AtomicU64,
     mounted_at: SystemTime,
     /// Modification times of the root and of `Sessions/UID` (by inode) since a name in
-    /// them was made, removed or renamed; a directory not in it shows `mounted_at`.
+    /// them was made, removed or renamed; a directory not in it shows `mounted_at`. A
+    /// leaf, set under `names`.
     dir_times: Mutex<HashMap<u64, SystemTime>>,
     /// Finds views that outlived their handles (passthrough mode).
     views: ViewFinder,
@@ -163,6 +180,7 @@ pub struct Sections {
     on_detach: std::sync::OnceLock<DetachHook>,
     /// The user namespaces (`Sessions/UID`) that exist: uid -> the gid shown as the
     /// directory's group. Made on the user's first use, and for every uid with sections.
+    /// A leaf, never held with another lock.
     user_dirs: Mutex<HashMap<u32, u32>>,
 }
 

@@ -15,6 +15,13 @@ pub(super) struct Section {
     pub(super) id: u64,
     /// Fixed at creation.
     pub(super) commit: Commit,
+    /// Everything that changes about the section. Taken after `names` (never before it),
+    /// and held across this section's own store I/O: `fstat`, truncate, growth (so that
+    /// growths and the shrink rule's check-then-cut are serialized), record writes, and
+    /// the detach hook (which may unregister a passthrough backing). A shrink may wait on
+    /// `released` (up to 300 ms, releasing the lock; never under `names`) and for the views
+    /// scan (up to 2 s, holding it; under `names` too when an open-or-create of an existing
+    /// name carries `O_TRUNC` in passthrough mode).
     pub(super) state: Mutex<SectionState>,
     /// Signalled (with `state`) when a handle is released: a shrink waits on it.
     pub(super) released: Condvar,
