@@ -133,100 +133,92 @@ impl Sections {
         fh: Option<u64>,
         change: AttrChange,
     ) -> Result<Attr> {
-        self.apply_attr(caller, ino, fh, change)
-            .map_err(|e| self.gone(ino, e))
-    }
-
-    pub(super) fn apply_attr(
-        &self,
-        caller: Caller,
-        ino: u64,
-        fh: Option<u64>,
-        change: AttrChange,
-    ) -> Result<Attr> {
-        let section = match Ino::decode(ino).ok_or(Error::NotFound)? {
-            Ino::Section(id) => self.section(id)?,
-            Ino::Sidecar(_) => return Err(Error::ReadOnly),
-            _ => return Err(Error::NotSupported),
-        };
-        let mut st = lock(&section.state);
-        let file = self.file_of(&section, &st)?;
-        let times = change.atime.is_some() || change.mtime.is_some();
-        if st.read_only() && (change.size.is_some() || times) {
-            return Err(Error::ReadOnly);
-        }
-        // The daemon sets times as root: on a file of someone else, only "now" (which
-        // write permission allows anyone), as utimensat(2) would answer the caller.
-        let explicit = |t: Option<Option<SystemTime>>| matches!(t, Some(Some(_)));
-        if st.record.backing.is_some()
-            && (explicit(change.atime) || explicit(change.mtime))
-            && caller.uid != 0
-            && fstat(&file)?.st_uid != caller.uid
-        {
-            return Err(Error::NotOwner);
-        }
-        if let Some(size) = change.size {
-            let current = fstat(&file)?.st_size as u64;
-            if size < current {
-                // A handle of this section passed with the request (ftruncate) is the
-                // caller's own; truncate(2) by path passes none.
-                let own = match fh.and_then(|fh| self.handles.get(&fh)).as_deref() {
-                    Some(Handle::Section { ino, .. }) if *ino == section.id => 1,
-                    _ => 0,
-                };
-                st = self.shrink_guard(&section, st, own, caller.process(), true)?;
-                file.set_len(size)?;
-                self.account(&mut st, size);
-            } else {
-                if size > i64::MAX as u64 {
-                    return Err(Error::TooBig);
-                }
-                self.grow(&mut st, &file, current, size, || {
-                    store::grow(&file, current, size, section.commit)
-                })?;
-            }
-        }
-        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
-            let mut record = st.record.clone();
-            if let Some(mode) = change.mode {
-                record.mode = mode & 0o7777;
-            }
-            record.uid = change.uid.unwrap_or(record.uid);
-            record.gid = change.gid.unwrap_or(record.gid);
-            if st.linked {
-                self.store.write_record(section.id, &record)?;
-            }
-            // The section's bytes go with it to its new owner.
-            self.quota.transfer(st.record.uid, record.uid, st.counted);
-            st.record = record;
-        }
-        if change.atime.is_some() || change.mtime.is_some() {
-            let ts = |t: Option<Option<SystemTime>>| match t {
-                None => libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_OMIT,
-                },
-                Some(None) => libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_NOW,
-                },
-                Some(Some(t)) => {
-                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-                    libc::timespec {
-                        tv_sec: d.as_secs() as libc::time_t,
-                        tv_nsec: d.subsec_nanos() as libc::c_long,
-                    }
-                }
+        let apply = || -> Result<Attr> {
+            let section = match Ino::decode(ino).ok_or(Error::NotFound)? {
+                Ino::Section(id) => self.section(id)?,
+                Ino::Sidecar(_) => return Err(Error::ReadOnly),
+                _ => return Err(Error::NotSupported),
             };
-            let times = [ts(change.atime), ts(change.mtime)];
-            // SAFETY: valid fd and two timespecs.
-            if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
-                return Err(std::io::Error::last_os_error().into());
+            let mut st = lock(&section.state);
+            let file = self.file_of(&section, &st)?;
+            let times = change.atime.is_some() || change.mtime.is_some();
+            if st.read_only() && (change.size.is_some() || times) {
+                return Err(Error::ReadOnly);
             }
-        }
-        drop(st);
-        let _ = caller;
-        self.section_attr(&section)
+            // The daemon sets times as root: on a file of someone else, only "now" (which
+            // write permission allows anyone), as utimensat(2) would answer the caller.
+            let explicit = |t: Option<Option<SystemTime>>| matches!(t, Some(Some(_)));
+            if st.record.backing.is_some()
+                && (explicit(change.atime) || explicit(change.mtime))
+                && caller.uid != 0
+                && fstat(&file)?.st_uid != caller.uid
+            {
+                return Err(Error::NotOwner);
+            }
+            if let Some(size) = change.size {
+                let current = fstat(&file)?.st_size as u64;
+                if size < current {
+                    // A handle of this section passed with the request (ftruncate) is the
+                    // caller's own; truncate(2) by path passes none.
+                    let own = match fh.and_then(|fh| self.handles.get(&fh)).as_deref() {
+                        Some(Handle::Section { ino, .. }) if *ino == section.id => 1,
+                        _ => 0,
+                    };
+                    st = self.shrink_guard(&section, st, own, caller.process(), true)?;
+                    file.set_len(size)?;
+                    self.account(&mut st, size);
+                } else {
+                    if size > i64::MAX as u64 {
+                        return Err(Error::TooBig);
+                    }
+                    self.grow(&mut st, &file, current, size, || {
+                        store::grow(&file, current, size, section.commit)
+                    })?;
+                }
+            }
+            if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
+                let mut record = st.record.clone();
+                if let Some(mode) = change.mode {
+                    record.mode = mode & 0o7777;
+                }
+                record.uid = change.uid.unwrap_or(record.uid);
+                record.gid = change.gid.unwrap_or(record.gid);
+                if st.linked {
+                    self.store.write_record(section.id, &record)?;
+                }
+                // The section's bytes go with it to its new owner.
+                self.quota.transfer(st.record.uid, record.uid, st.counted);
+                st.record = record;
+            }
+            if change.atime.is_some() || change.mtime.is_some() {
+                let ts = |t: Option<Option<SystemTime>>| match t {
+                    None => libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_OMIT,
+                    },
+                    Some(None) => libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_NOW,
+                    },
+                    Some(Some(t)) => {
+                        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                        libc::timespec {
+                            tv_sec: d.as_secs() as libc::time_t,
+                            tv_nsec: d.subsec_nanos() as libc::c_long,
+                        }
+                    }
+                };
+                let times = [ts(change.atime), ts(change.mtime)];
+                // SAFETY: valid fd and two timespecs.
+                if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
+                    return Err(std::io::Error::last_os_error().into());
+                }
+            }
+            drop(st);
+            let _ = caller;
+            self.section_attr(&section)
+        };
+        apply().map_err(|e| self.gone(ino, e))
     }
 }
 

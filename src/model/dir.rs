@@ -246,6 +246,7 @@ pub(super) fn sessions_entries(uids: &[u32], offset: u64) -> Vec<(u64, Kind, OsS
         .map(|(i, (ino, name))| (ino, Kind::Directory, name, i as u64 + 1))
         .collect()
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,8 +255,7 @@ mod tests {
 
     #[test]
     fn sidecar_is_read_only_and_listed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         let (attr, _) = m.create(A, os("s"), 0o640, 0, libc::O_RDWR).unwrap();
         let side = Ino::Sidecar(attr.ino).number();
         assert!(matches!(
@@ -270,20 +270,13 @@ mod tests {
         );
         assert_eq!(m.attr(A, side).unwrap().perm, 0o440);
         let dir = m.open_dir();
-        let names: Vec<_> = m
-            .read_dir(dir, 0)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.2)
-            .collect();
-        assert_eq!(names, [".", "..", "s", "s.meta"]);
+        assert_eq!(listed(&m, dir), [".", "..", "s", "s.meta"]);
         assert!(matches!(m.unlink(os("s.meta")), Err(Error::NotSupported)));
     }
 
     #[test]
     fn namespaces_keep_their_names_apart() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (tmp, m) = fresh();
         let b = Caller { uid: 1001, ..B };
         assert!(matches!(
             m.namespace_of(Ino::UserDir(1000).number()),
@@ -324,12 +317,7 @@ mod tests {
         // Each directory lists its own names.
         let list = |ino| {
             let fh = m.open_dir_of(ino).unwrap();
-            let names: Vec<_> = m
-                .read_dir(fh, 0)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.2)
-                .collect();
+            let names = listed(&m, fh);
             m.release_dir(fh);
             names
         };

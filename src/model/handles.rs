@@ -135,8 +135,7 @@ mod tests {
 
     #[test]
     fn per_process_answers_are_forgotten_with_the_last_handle() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         let (attr, a1) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
         let a2 = m.open(A, attr.ino, libc::O_RDWR).unwrap();
         let b = m.open(B, attr.ino, libc::O_RDWR).unwrap();
@@ -161,8 +160,7 @@ mod tests {
 
     #[test]
     fn a_thread_answers_for_its_process() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         // SAFETY: gettid has no preconditions.
         let me = Caller {
             pid: unsafe { libc::gettid() } as u32,

@@ -92,39 +92,31 @@ impl Sections {
     /// commit mode (the SEC_RESERVE commit, VirtualAlloc MEM_COMMIT), then, unless
     /// `keep_size`, grows the section to cover it. All or nothing: ENOSPC changes no size.
     pub fn allocate(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> Result<()> {
-        self.allocate_checked(ino, offset, len, keep_size)
-            .map_err(|e| self.gone(ino, e))
-    }
-
-    pub(super) fn allocate_checked(
-        &self,
-        ino: u64,
-        offset: u64,
-        len: u64,
-        keep_size: bool,
-    ) -> Result<()> {
-        let id = section_id(ino, Error::InvalidArgument)?;
-        let end = offset.checked_add(len).ok_or(Error::TooBig)?;
-        if end > i64::MAX as u64 {
-            return Err(Error::TooBig);
-        }
-        let section = self.section(id)?;
-        // Holding the state lock serializes this with every other growth of the section.
-        let mut st = lock(&section.state);
-        if st.read_only() {
-            return Err(Error::ReadOnly);
-        }
-        let file = self.file_of(&section, &st)?;
-        let size = fstat(&file)?.st_size as u64;
-        // The quota counts sizes: storage kept past the end would escape it.
-        if end > size && keep_size && self.quota.enabled() {
-            return Err(Error::QuotaExceeded);
-        }
-        let end = if keep_size { size } else { end };
-        self.grow(&mut st, &file, size, end, || {
-            store::commit_range(&file, offset, len)?;
-            store::grow(&file, size, end, Commit::Eager)
-        })
+        let apply = || -> Result<()> {
+            let id = section_id(ino, Error::InvalidArgument)?;
+            let end = offset.checked_add(len).ok_or(Error::TooBig)?;
+            if end > i64::MAX as u64 {
+                return Err(Error::TooBig);
+            }
+            let section = self.section(id)?;
+            // Holding the state lock serializes this with every other growth of the section.
+            let mut st = lock(&section.state);
+            if st.read_only() {
+                return Err(Error::ReadOnly);
+            }
+            let file = self.file_of(&section, &st)?;
+            let size = fstat(&file)?.st_size as u64;
+            // The quota counts sizes: storage kept past the end would escape it.
+            if end > size && keep_size && self.quota.enabled() {
+                return Err(Error::QuotaExceeded);
+            }
+            let end = if keep_size { size } else { end };
+            self.grow(&mut st, &file, size, end, || {
+                store::commit_range(&file, offset, len)?;
+                store::grow(&file, size, end, Commit::Eager)
+            })
+        };
+        apply().map_err(|e| self.gone(ino, e))
     }
 
     /// fsync of a section handle.

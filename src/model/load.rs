@@ -13,7 +13,7 @@ use crate::views::ViewFinder;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 impl Sections {
@@ -92,13 +92,7 @@ impl Sections {
                 let size = store.stat(f.id).map(|s| s.st_size as u64).unwrap_or(0);
                 quota.recount(state.record.uid, &mut state.counted, quota::footprint(size));
             }
-            let section = Section {
-                id: f.id,
-                commit: state.record.commit,
-                state: Mutex::new(state),
-                released: Condvar::new(),
-            };
-            inodes.insert(f.id, Arc::new(section));
+            inodes.insert(f.id, Arc::new(Section::new(f.id, state)));
         }
         log::info!(
             "store {}: {} sections, {} entries left aside",

@@ -284,6 +284,19 @@ mod testing {
         .unwrap()
     }
 
+    /// A model over a new store, and the directory that holds it (keep it alive).
+    pub fn fresh() -> (tempfile::TempDir, Sections) {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = model(tmp.path());
+        (tmp, m)
+    }
+
+    /// The names a directory handle lists, from the start.
+    pub fn listed(m: &Sections, fh: u64) -> Vec<OsString> {
+        let entries = m.read_dir(fh, 0).unwrap();
+        entries.into_iter().map(|e| e.2).collect()
+    }
+
     pub fn os(s: &str) -> &OsStr {
         OsStr::new(s)
     }

@@ -278,12 +278,10 @@ impl Sections {
 mod tests {
     use super::*;
     use crate::model::testing::*;
-    use crate::store::Lifetime;
 
     #[test]
     fn unlink_keeps_open_handles_working() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         let (attr, h) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
         m.write(h.fh, 0, b"data").unwrap();
         m.unlink(os("s")).unwrap();
@@ -323,8 +321,7 @@ mod tests {
 
     #[test]
     fn lifetime_handles_names_go_with_the_last_handle() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         let (attr, a) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
         // Only the owner (or root) chooses, and only known values.
         assert!(matches!(

@@ -12,11 +12,13 @@ use crate::name;
 use crate::namespace::{self, Ns};
 use crate::quota;
 use crate::store::{FileBacking, Record};
-use std::ffi::OsStr;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
 
 impl Sections {
@@ -84,19 +86,7 @@ impl Sections {
                 Err(e) => return Err(e),
             }
         }
-        let record = Record {
-            name: name.to_os_string(),
-            uid: caller.uid,
-            gid: caller.gid,
-            mode: mode & !umask & 0o7777,
-            creator_pid: pid,
-            created_at: SystemTime::now(),
-            commit: self.options.commit,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            lifetime: self.options.lifetime,
-            backing: None,
-            namespace: ns,
-        };
+        let record = self.new_record(caller, pid, ns, name, mode & !umask & 0o7777, None);
         // Even an empty section costs its owner a page: the number of sections a user
         // can make is bounded under a quota.
         let mut counted = 0;
@@ -131,15 +121,7 @@ impl Sections {
         state.counted = counted;
         state.by_process.insert(pid, (Status::Created, 1));
         let attr = self.attr_of(id, &mut state, &stat);
-        let section = Arc::new(Section {
-            id,
-            commit: self.options.commit,
-            state: Mutex::new(state),
-            released: Condvar::new(),
-        });
-        self.inodes.insert(id, Arc::clone(&section));
-        names.insert(key.into_owned(), id);
-        self.dir_changed(ns);
+        self.publish(&mut names, key, ns, id, state);
         drop(names);
         if let Some((lost_id, l)) = lost {
             // The kernel asked to create: it holds no entry of the old section to drop.
@@ -189,22 +171,12 @@ impl Sections {
         if names.contains_key(&*key) {
             return Err(Error::Exists);
         }
-        let record = Record {
-            name: name.to_os_string(),
-            uid: caller.uid,
-            gid: caller.gid,
-            mode: if writable { 0o600 } else { 0o400 },
-            creator_pid: pid,
-            created_at: SystemTime::now(),
-            commit: self.options.commit,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            lifetime: self.options.lifetime,
-            backing: Some(FileBacking {
-                path: target.to_path_buf(),
-                writable,
-            }),
-            namespace: ns,
+        let backing = FileBacking {
+            path: target.to_path_buf(),
+            writable,
         };
+        let mode = if writable { 0o600 } else { 0o400 };
+        let record = self.new_record(caller, pid, ns, name, mode, Some(backing));
         let stat = fstat(&file)?;
         // The store file is only the record's holder: the section's bytes are `file`'s.
         let (id, _placeholder) = self.store.create(&record)?;
@@ -212,15 +184,7 @@ impl Sections {
         let mut state = SectionState::new(record, Status::Created, 1);
         state.file = Some(Arc::new(file));
         let attr = self.attr_of(id, &mut state, &stat);
-        let section = Arc::new(Section {
-            id,
-            commit: self.options.commit,
-            state: Mutex::new(state),
-            released: Condvar::new(),
-        });
-        self.inodes.insert(id, Arc::clone(&section));
-        names.insert(key.into_owned(), id);
-        self.dir_changed(ns);
+        self.publish(&mut names, key, ns, id, state);
         drop(names);
         log::debug!(
             "section {name:?} over {} ({})",
@@ -292,6 +256,47 @@ impl Sections {
         Ok((st, file))
     }
 
+    /// A new section's record: made by `caller` (process `pid`) now, with the mount's
+    /// commit mode and lifetime.
+    fn new_record(
+        &self,
+        caller: Caller,
+        pid: u32,
+        ns: Ns,
+        name: &OsStr,
+        mode: u32,
+        backing: Option<FileBacking>,
+    ) -> Record {
+        Record {
+            name: name.to_os_string(),
+            uid: caller.uid,
+            gid: caller.gid,
+            mode,
+            creator_pid: pid,
+            created_at: SystemTime::now(),
+            commit: self.options.commit,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            lifetime: self.options.lifetime,
+            backing,
+            namespace: ns,
+        }
+    }
+
+    /// Makes a new section reachable, by id and then by name, under the held `names`:
+    /// the last step of a create, after everything that can fail.
+    fn publish(
+        &self,
+        names: &mut HashMap<OsString, u64>,
+        key: Cow<'_, OsStr>,
+        ns: Ns,
+        id: u64,
+        state: SectionState,
+    ) {
+        self.inodes.insert(id, Arc::new(Section::new(id, state)));
+        names.insert(key.into_owned(), id);
+        self.dir_changed(ns);
+    }
+
     /// An open that passed its checks: attach, then count the handle and, when the reply
     /// carries an entry (`with_entry`: an open-or-create), the kernel's reference. Nothing
     /// fails after the attach step, so a half-made open is never undone.
@@ -337,12 +342,10 @@ mod tests {
     use super::*;
     use crate::ino::Ino;
     use crate::model::testing::*;
-    use crate::store::Commit;
 
     #[test]
     fn create_then_open_reports_status_per_process() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         let (attr, a) = m.create(A, os("s"), 0o644, 0o022, libc::O_RDWR).unwrap();
         assert_eq!(a.status, Status::Created);
         assert_eq!(attr.perm, 0o644);
@@ -367,8 +370,7 @@ mod tests {
 
     #[test]
     fn create_exclusive_and_names() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
         assert!(matches!(
             m.create(A, os("s"), 0o600, 0, libc::O_RDWR | libc::O_EXCL),

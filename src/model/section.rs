@@ -46,6 +46,17 @@ pub(super) struct SectionState {
     pub(super) counted: u64,
 }
 
+impl Section {
+    pub(super) fn new(id: u64, state: SectionState) -> Section {
+        Section {
+            id,
+            commit: state.record.commit,
+            state: Mutex::new(state),
+            released: Condvar::new(),
+        }
+    }
+}
+
 impl SectionState {
     /// A section over a file its creator could only read.
     pub(super) fn read_only(&self) -> bool {

@@ -73,8 +73,7 @@ mod tests {
 
     #[test]
     fn sizes_grow_and_shrink_only_for_the_sole_holder() {
-        let tmp = tempfile::tempdir().unwrap();
-        let m = model(tmp.path());
+        let (_tmp, m) = fresh();
         let (attr, h) = m.create(A, os("s"), 0o600, 0, libc::O_RDWR).unwrap();
         let size = |size| AttrChange {
             size: Some(size),
