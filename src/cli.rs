@@ -1,7 +1,7 @@
 //! The command line: `sectionfs [-f] [-o OPT[,OPT...]] [STORE] MOUNTPOINT`, parsed into a
 //! validated [`Config`] before anything is mounted.
 
-use crate::store::{Commit, Lifetime};
+use crate::contract::{Commit, Lifetime};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 
@@ -269,8 +269,7 @@ fn absolute(p: &Path) -> PathBuf {
 /// `/dev/shm/sectionfs-UID/ESCAPED-MOUNTPOINT`: tmpfs, like the paging file behind a
 /// Windows section, and private to the mounting user.
 pub fn default_store(mountpoint: &Path) -> PathBuf {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid();
     Path::new("/dev/shm")
         .join(format!("sectionfs-{uid}"))
         .join(escape_path(mountpoint))

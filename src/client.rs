@@ -18,15 +18,14 @@
 //! Errors are the kernel's `io::Error`s with their errno (`raw_os_error()`); the README's
 //! "Porting from Windows" section maps them to the Windows error codes.
 
-use crate::meta::{IoMode, Status};
-use crate::store::Commit;
+pub use crate::contract::Meta;
+use crate::contract::Status;
 use memmap2::MmapOptions;
 /// The view types, re-exported so callers need no `memmap2` dependency of their own.
 pub use memmap2::{MmapMut, MmapRaw};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -288,10 +287,8 @@ impl Section {
     /// releases it. The examples in C and Python take the same lock around their updates,
     /// so all three can share one counter. It only excludes others who take it too.
     pub fn lock(&self) -> io::Result<SectionLock<'_>> {
-        // SAFETY: flock on an fd this Section owns.
-        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // std's File::lock is flock(LOCK_EX) on Linux: the lock C and Python take.
+        self.file.lock()?;
         Ok(SectionLock { section: self })
     }
 
@@ -320,9 +317,9 @@ pub struct SectionLock<'a> {
 
 impl Drop for SectionLock<'_> {
     fn drop(&mut self) {
-        // SAFETY: flock on an fd the borrowed Section owns. Closing the fd would release
-        // the lock too, so a failure here cannot leave it held past the Section.
-        unsafe { libc::flock(self.section.file.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the fd would release the lock too, so a failure here cannot leave it
+        // held past the Section.
+        let _ = self.section.file.unlock();
     }
 }
 
@@ -331,86 +328,6 @@ impl Drop for SectionLock<'_> {
 /// root) may remove it.
 pub fn remove(mount: impl AsRef<Path>, name: impl AsRef<OsStr>) -> io::Result<()> {
     std::fs::remove_file(section_path(mount.as_ref(), name.as_ref())?)
-}
-
-/// What `NAME.meta` says about a section.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Meta {
-    /// The name as written in the sidecar: C-style escapes for `\`, newlines and control
-    /// bytes, `\xNN` for bytes that are not UTF-8.
-    pub name: String,
-    pub size: u64,
-    pub status: Status,
-    /// The creating process (thread group id).
-    pub creator_pid: u32,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    pub open_handles: u32,
-    pub io: IoMode,
-    pub commit: Commit,
-}
-
-impl Meta {
-    /// Reads and parses a sidecar file.
-    pub fn read(path: &Path) -> io::Result<Meta> {
-        let mut text = String::new();
-        File::open(path)?.read_to_string(&mut text)?;
-        Meta::parse(&text).map_err(|why| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {why}", path.display()),
-            )
-        })
-    }
-
-    /// Parses sidecar text: `key=value` lines; keys it does not know are skipped, as the
-    /// contract asks of readers.
-    ///
-    /// ```
-    /// use sectionfs::client::Meta;
-    /// use sectionfs::meta::Status;
-    /// let text = "name=Frame\nsize=4096\nstatus=already_exists\ncreator_pid=42\n\
-    ///             created_at=2026-11-22T10:00:00Z\nopen_handles=1\nio=passthrough\n\
-    ///             commit=eager\nsome_future_key=1\n";
-    /// let meta = Meta::parse(text)?;
-    /// assert_eq!(meta.status, Status::AlreadyExists);
-    /// assert_eq!((meta.size, meta.open_handles), (4096, 1));
-    /// assert!(Meta::parse("name=Frame\n").is_err());
-    /// # Ok::<(), String>(())
-    /// ```
-    pub fn parse(text: &str) -> Result<Meta, String> {
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .ok_or_else(|| format!("sidecar without {key}="))
-        };
-        let number = |key: &str| -> Result<u64, String> {
-            let v = get(key)?;
-            v.parse().map_err(|_| format!("{key}={v}: not a number"))
-        };
-        let status = match get("status")? {
-            "created" => Status::Created,
-            "already_exists" => Status::AlreadyExists,
-            v => return Err(format!("status={v}: unknown")),
-        };
-        let io = match get("io")? {
-            "passthrough" => IoMode::Passthrough,
-            "cached" => IoMode::Cached,
-            v => return Err(format!("io={v}: unknown")),
-        };
-        let commit = get("commit")?;
-        let commit = Commit::parse(commit).ok_or_else(|| format!("commit={commit}: unknown"))?;
-        Ok(Meta {
-            name: get("name")?.to_string(),
-            size: number("size")?,
-            status,
-            creator_pid: u32::try_from(number("creator_pid")?).map_err(|e| e.to_string())?,
-            created_at: get("created_at")?.to_string(),
-            open_handles: u32::try_from(number("open_handles")?).map_err(|e| e.to_string())?,
-            io,
-            commit,
-        })
-    }
 }
 
 /// `MOUNT/NAME`, for a name that is one valid section name (so `..` or `a/b` cannot
@@ -433,34 +350,6 @@ fn too_big() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sidecar_parses_and_ignores_unknown_keys() {
-        let m = Meta::parse(
-            "name=a\\nb\nsize=4096\nstatus=already_exists\ncreator_pid=7\n\
-             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\ncommit=lazy\nnew_key=1\n",
-        )
-        .unwrap();
-        assert_eq!(m.name, "a\\nb");
-        assert_eq!(m.size, 4096);
-        assert_eq!(m.status, Status::AlreadyExists);
-        assert_eq!(m.creator_pid, 7);
-        assert_eq!(m.open_handles, 2);
-        assert_eq!(m.io, IoMode::Cached);
-        assert_eq!(m.commit, Commit::Lazy);
-    }
-
-    #[test]
-    fn bad_sidecars_say_what_is_wrong() {
-        assert!(
-            Meta::parse("name=x\n")
-                .unwrap_err()
-                .contains("sidecar without")
-        );
-        let text = "name=x\nsize=1\nstatus=maybe\ncreator_pid=1\ncreated_at=t\n\
-                    open_handles=0\nio=cached\ncommit=eager\n";
-        assert!(Meta::parse(text).unwrap_err().contains("status=maybe"));
-    }
 
     #[test]
     fn names_cannot_leave_the_mount() {

@@ -1,15 +1,17 @@
 //! Opening a file the way another user would: the daemon runs as root, so a section over
 //! an existing file (`ln -s /path NAME`) must not reach a file its creator could not.
 //! The calling thread takes the caller's filesystem uid, gid and supplementary groups for
-//! the walk of the path (`resolve.rs`) and the open, then goes back. All three are per thread on Linux at the syscall level
-//! (glibc's `setgroups` would change every thread; the raw syscall does not), so the other
-//! workers keep serving as root meanwhile.
+//! the walk of the path (`resolve.rs`) and the open, then goes back. All three are per
+//! thread on Linux at the syscall level (glibc's `setgroups` would change every thread;
+//! the raw syscall does not), so the other workers keep serving as root meanwhile.
 
 use crate::error::{Error, Result};
 use crate::resolve;
+use nix::unistd::{self, Gid, Uid, User};
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Whose rights an open uses.
@@ -48,53 +50,20 @@ impl Identity {
     /// belongs to (getpwuid_r, getgrouplist). What a user was given at some earlier time
     /// (a recorded gid, the groups of a process long gone) grants nothing here.
     pub fn of_user(uid: u32) -> Identity {
-        let Some((name, gid)) = passwd_entry(uid) else {
+        let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
             return Identity {
                 uid,
                 gid: NO_GROUP,
                 groups: Vec::new(),
             };
         };
-        let mut groups: Vec<libc::gid_t> = vec![0; 64];
-        loop {
-            let mut n = groups.len() as libc::c_int;
-            // SAFETY: the buffer holds n entries; getgrouplist writes at most n and sets n
-            // to the number it needs when that is more (returning -1).
-            let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
-            if rc >= 0 {
-                groups.truncate(n.max(0) as usize);
-                break;
-            }
-            if n as usize <= groups.len() || groups.len() >= 65536 {
-                // No larger size asked for: fewer rights, never more.
-                groups = vec![gid];
-                break;
-            }
-            groups = vec![0; n as usize];
-        }
+        let gid = user.gid.as_raw();
+        let groups = CString::new(user.name)
+            .ok()
+            .and_then(|name| unistd::getgrouplist(&name, user.gid).ok())
+            // Unknown: fewer rights, never more.
+            .map_or_else(|| vec![gid], |g| g.into_iter().map(Gid::as_raw).collect());
         Identity { uid, gid, groups }
-    }
-}
-
-/// The login name and primary gid of `uid`, or `None` if the user database has no entry.
-fn passwd_entry(uid: u32) -> Option<(CString, u32)> {
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        // SAFETY: zeroed passwd is a valid out-buffer.
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the given sizes; strings land in buf.
-        let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf = vec![0; buf.len() * 4];
-            continue;
-        }
-        if rc != 0 || found.is_null() || pw.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: pw_name points into buf, NUL-terminated by getpwuid_r.
-        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_owned();
-        return Some((name, pw.pw_gid));
     }
 }
 
@@ -105,18 +74,18 @@ struct AsUser {
 
 impl AsUser {
     fn enter(who: &Identity) -> Result<AsUser> {
-        let saved = thread_groups()?;
+        let saved = unistd::getgroups().map_err(io_error)?;
         set_thread_groups(&who.groups)?;
-        // SAFETY: setfsgid/setfsuid only change this thread's filesystem ids.
-        unsafe {
-            libc::setfsgid(who.gid);
-            libc::setfsuid(who.uid);
-        }
-        // Both calls return the previous id, never an error: check that they took.
-        // SAFETY: an invalid id (-1) changes nothing and returns the current one.
-        let (fsuid, fsgid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
-        let guard = AsUser { groups: saved };
-        if fsuid as u32 != who.uid || fsgid as u32 != who.gid {
+        unistd::setfsgid(Gid::from_raw(who.gid));
+        unistd::setfsuid(Uid::from_raw(who.uid));
+        let guard = AsUser {
+            groups: saved.into_iter().map(Gid::as_raw).collect(),
+        };
+        // Both calls return the previous id, never an error; an invalid id (-1) changes
+        // nothing and returns the current one: check that they took.
+        let fsuid = unistd::setfsuid(Uid::from_raw(u32::MAX)).as_raw();
+        let fsgid = unistd::setfsgid(Gid::from_raw(u32::MAX)).as_raw();
+        if fsuid != who.uid || fsgid != who.gid {
             return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EPERM)));
         }
         Ok(guard)
@@ -125,33 +94,21 @@ impl AsUser {
 
 impl Drop for AsUser {
     fn drop(&mut self) {
-        // SAFETY: as in enter; the daemon's own ids are its effective ones.
-        unsafe {
-            libc::setfsuid(libc::geteuid());
-            libc::setfsgid(libc::getegid());
-        }
+        // The daemon's own ids are its effective ones.
+        unistd::setfsuid(unistd::geteuid());
+        unistd::setfsgid(unistd::getegid());
         if let Err(e) = set_thread_groups(&self.groups) {
             log::error!("cannot restore the worker's groups: {e}");
         }
     }
 }
 
-fn thread_groups() -> Result<Vec<libc::gid_t>> {
-    // SAFETY: a zero size asks for the count only.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    let mut groups = vec![0; n as usize];
-    // SAFETY: the buffer holds n entries.
-    let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    groups.truncate(n as usize);
-    Ok(groups)
+fn io_error(e: nix::Error) -> Error {
+    Error::Io(e.into())
 }
 
+/// Sets this thread's supplementary groups. No wrapper does this: glibc's `setgroups`
+/// (and nix's, which calls it) changes every thread of the process.
 fn set_thread_groups(groups: &[libc::gid_t]) -> Result<()> {
     // SAFETY: the raw syscall changes this thread only; the list is valid for its length.
     let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
@@ -167,8 +124,7 @@ fn set_thread_groups(groups: &[libc::gid_t]) -> Result<()> {
 /// magic link (`OutOfReach`, EPERM). Only a regular file is accepted (`InvalidArgument`);
 /// what they may not read is `EACCES`, as the open gave it.
 pub fn open_as(who: &Identity, path: &Path) -> Result<(File, bool)> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = unistd::geteuid().as_raw();
     // An unprivileged daemon cannot take another identity: it serves only its own user.
     if euid != 0 && who.uid != euid {
         return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)));
@@ -183,18 +139,13 @@ pub fn open_as(who: &Identity, path: &Path) -> Result<(File, bool)> {
     // rights on this open as on any other; /proc/self/fd of our own process passes the
     // ptrace check (same thread group) whatever the fsuid. O_NONBLOCK and O_NOCTTY are
     // belts: the walk already refused anything but a regular file.
-    let proc_path = CString::new(format!("/proc/self/fd/{}", found.as_raw_fd()))
-        .map_err(|_| Error::InvalidArgument)?;
-    let base = libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let proc_path = format!("/proc/self/fd/{}", found.as_raw_fd());
     let open = |flags| {
-        // SAFETY: NUL-terminated path.
-        let fd = unsafe { libc::open(proc_path.as_ptr(), base | flags) };
-        if fd < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            // SAFETY: fd was just returned by open and is owned by nobody else.
-            Ok(unsafe { File::from_raw_fd(fd) })
-        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(flags == libc::O_RDWR)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&proc_path)
     };
     let (file, writable) = match open(libc::O_RDWR) {
         Ok(f) => (f, true),

@@ -2,9 +2,9 @@
 //! ([`Sections`]) and its result into a reply. No section logic lives here; only what the
 //! kernel's protocol decides: TTLs, open flags, passthrough registration.
 
+use crate::contract::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::error::Error;
 use crate::ino::Ino;
-use crate::meta::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::model::{Attr, AttrChange, Caller, Kind, Sections};
 use crate::name;
 use dashmap::DashMap;

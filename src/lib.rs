@@ -6,12 +6,12 @@
 
 pub mod cli;
 pub mod client;
+pub mod contract;
 pub mod creds;
 pub mod error;
 pub mod fuse;
 pub mod ino;
 pub mod list;
-pub mod meta;
 pub mod model;
 pub mod mount;
 pub mod name;

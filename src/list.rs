@@ -3,8 +3,8 @@
 //! owner and mode. It never talks to the daemon otherwise.
 
 use crate::cli::ListArgs;
-use crate::client::Meta;
-use std::ffi::{CStr, OsString};
+use crate::contract::Meta;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -140,88 +140,46 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// A JSON array with one object per section, for scripts.
+/// A JSON array with one object per section, for scripts. What only a reader of the
+/// sidecar may know is `null` for the others.
 pub fn json(rows: &[Row]) -> String {
-    let mut out = String::from("[");
-    for (i, r) in rows.iter().enumerate() {
-        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
-        write!(
-            out,
-            "{{\"name\": {}, \"size\": {}, \"owner\": {}, \"uid\": {}, \"gid\": {}, \
-             \"mode\": \"{:04o}\", ",
-            json_string(&crate::name::escape(&r.name)),
-            r.size,
-            json_string(&user_name(r.uid)),
-            r.uid,
-            r.gid,
-            r.mode,
-        )
-        .ok();
-        // What only a reader of the sidecar may know is null to others.
-        match &r.meta {
-            Some(m) => write!(
-                out,
-                "\"open_handles\": {}, \"created_at\": {}, \"creator_pid\": {}, \
-                 \"status\": \"{}\", \"commit\": \"{}\", \"io\": \"{}\"}}",
-                m.open_handles,
-                json_string(&m.created_at),
-                m.creator_pid,
-                m.status.as_str(),
-                m.commit.as_str(),
-                m.io.as_str(),
-            ),
-            None => out.write_str(
-                "\"open_handles\": null, \"created_at\": null, \"creator_pid\": null, \
-                 \"status\": null, \"commit\": null, \"io\": null}",
-            ),
-        }
-        .ok();
-    }
-    out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
-    out
-}
-
-/// A JSON string literal: quotes, backslashes and control characters escaped.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                write!(out, "\\u{:04x}", c as u32).ok();
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let m = r.meta.as_ref();
+            serde_json::json!({
+                "name": crate::name::escape(&r.name),
+                "size": r.size,
+                "owner": user_name(r.uid),
+                "uid": r.uid,
+                "gid": r.gid,
+                "mode": format!("{:04o}", r.mode),
+                "open_handles": m.map(|m| m.open_handles),
+                "created_at": m.map(|m| &m.created_at),
+                "creator_pid": m.map(|m| m.creator_pid),
+                "status": m.map(|m| m.status.as_str()),
+                "commit": m.map(|m| m.commit.as_str()),
+                "io": m.map(|m| m.io.as_str()),
+            })
+        })
+        .collect();
+    let mut out = serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into());
+    out.push('\n');
     out
 }
 
 /// The user's login name, or the number when the uid has no passwd entry.
 fn user_name(uid: u32) -> String {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: zeroed passwd is a valid out-buffer; buf outlives the use of `pw`'s strings.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the sizes given.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
-        return uid.to_string();
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
     }
-    // SAFETY: getpwuid_r filled pw_name with a NUL-terminated string inside buf.
-    unsafe { CStr::from_ptr(pw.pw_name) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{IoMode, Status};
-    use crate::store::Commit;
+    use crate::contract::{Commit, IoMode, Lifetime, Status};
 
     fn row(name: &str, size: u64) -> Row {
         Row {
@@ -236,6 +194,8 @@ mod tests {
                 open_handles: 1,
                 io: IoMode::Passthrough,
                 commit: Commit::Eager,
+                lifetime: Lifetime::Persistent,
+                backing: None,
             }),
             uid: 0,
             gid: 0,
@@ -256,7 +216,6 @@ mod tests {
 
     #[test]
     fn json_escapes_strings() {
-        assert_eq!(json_string("a\"b\\c\u{1}"), "\"a\\\"b\\\\c\\u0001\"");
         assert_eq!(json(&[]), "[]\n");
         let j = json(&[row("x\"y", 3)]);
         assert!(j.contains("\"name\": \"x\\\"y\""), "{j}");
@@ -267,7 +226,7 @@ mod tests {
             ..row("p", 5)
         };
         let j = json(std::slice::from_ref(&private));
-        assert!(j.contains("\"size\": 5, "), "{j}");
+        assert!(j.contains("\"size\": 5,"), "{j}");
         assert!(j.contains("\"status\": null"), "{j}");
         assert!(table(&[private]).contains("   5  root   0600        -  -"));
     }

@@ -2,15 +2,21 @@
 //! background once the mount is live, and unmount cleanly on SIGINT/SIGTERM.
 
 use crate::cli::{Config, Passthrough};
+use crate::contract::IoMode;
 use crate::fuse::SectionFs;
-use crate::meta::IoMode;
 use crate::model::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::mount::{MntFlags, MsFlags, umount2};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::{self, AccessFlags, ForkResult, geteuid, getgid, getuid};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -27,8 +33,7 @@ pub fn run(config: Config) -> Result<(), String> {
         make_private_parent(&config.store)?;
     }
     let store = Store::open(&config.store)?;
-    // SAFETY: getuid/getgid have no preconditions.
-    let owner = unsafe { (libc::getuid(), libc::getgid()) };
+    let owner = (getuid().as_raw(), getgid().as_raw());
     let options = Options {
         commit: config.options.commit,
         owner,
@@ -44,11 +49,13 @@ pub fn run(config: Config) -> Result<(), String> {
         return serve(&config, model, None);
     }
     // Fork before any thread exists (fuser starts its workers in serve).
-    let (mut ready_rx, ready_tx) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: single-threaded here; the child only continues this program.
-    match unsafe { libc::fork() } {
-        -1 => Err(format!("fork: {}", io::Error::last_os_error())),
-        0 => {
+    let (ready_rx, ready_tx) = unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (mut ready_rx, ready_tx) = (File::from(ready_rx), File::from(ready_tx));
+    // SAFETY: single-threaded here (no thread exists before `serve`), so the child may
+    // run any code; it only continues this program.
+    match unsafe { unistd::fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
             drop(ready_rx);
             model.store().claim_lock();
             detach(&config);
@@ -61,7 +68,7 @@ pub fn run(config: Config) -> Result<(), String> {
             };
             std::process::exit(code);
         }
-        _child => {
+        Ok(ForkResult::Parent { .. }) => {
             drop(ready_tx);
             drop(model);
             let mut answer = String::new();
@@ -219,37 +226,31 @@ fn open_session(
     let mut data = format!(
         "fd={},rootmode={mode:o},user_id={},group_id={},default_permissions",
         dev.as_raw_fd(),
-        // SAFETY: getuid/getgid have no preconditions.
-        unsafe { libc::getuid() },
-        unsafe { libc::getgid() },
+        getuid(),
+        getgid(),
     );
     if config.options.allow_other {
         data.push_str(",allow_other");
     }
-    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+    let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
     if config.options.read_only {
-        flags |= libc::MS_RDONLY;
+        flags |= MsFlags::MS_RDONLY;
     }
-    let source = CString::new(fs_name(&config.store)).map_err(io::Error::other)?;
     let target = CString::new(mnt.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let data = CString::new(data).map_err(io::Error::other)?;
-    // SAFETY: NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            c"fuse.sectionfs".as_ptr(),
-            flags,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EPERM) {
+    let source = fs_name(&config.store);
+    match nix::mount::mount(
+        Some(source.as_str()),
+        target.as_c_str(),
+        Some("fuse.sectionfs"),
+        flags,
+        Some(data.as_str()),
+    ) {
+        Ok(()) => {}
+        Err(Errno::EPERM) => {
             drop(dev);
             return Ok((fuser::Session::new(fs, mnt, fuse_config)?, None));
         }
-        return Err(e);
+        Err(e) => return Err(e.into()),
     }
     let typed = TypedMount(Some(target));
     // The session reads the kernel's INIT here; on failure `typed` takes the mount down.
@@ -271,22 +272,16 @@ impl TypedMount {
 impl Drop for TypedMount {
     fn drop(&mut self) {
         if let Some(mnt) = self.0.take() {
-            // SAFETY: NUL-terminated path.
-            unsafe { libc::umount2(mnt.as_ptr(), libc::MNT_DETACH) };
+            let _ = umount2(mnt.as_c_str(), MntFlags::MNT_DETACH);
         }
     }
 }
 
 /// Explains the one failure an unprivileged user cannot read from the errno alone.
 fn mount_error(e: io::Error) -> String {
-    // SAFETY: geteuid has no preconditions; access reads a NUL-terminated path.
-    let (euid, open) = unsafe {
-        (
-            libc::geteuid(),
-            libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) == 0,
-        )
-    };
-    if e.kind() == io::ErrorKind::PermissionDenied && euid != 0 && !open {
+    let euid = geteuid();
+    let open = unistd::access("/dev/fuse", AccessFlags::R_OK | AccessFlags::W_OK).is_ok();
+    if e.kind() == io::ErrorKind::PermissionDenied && !euid.is_root() && !open {
         // fusermount3 too opens the device as the calling user: its mode is the policy.
         return format!(
             "{e}: /dev/fuse is not open to uid {euid}, so this machine does not let \
@@ -309,57 +304,45 @@ fn fs_name(store: &Path) -> String {
 /// the kernel's own answer to "will passthrough work here?" (capability, privilege, and
 /// the store's stacking depth all in one).
 fn probe_passthrough(fuse_fd: i32, store_dir: i32) -> io::Result<()> {
+    /// `struct fuse_backing_map` of <linux/fuse.h>.
     #[repr(C)]
     struct BackingMap {
         fd: i32,
         flags: u32,
         padding: u64,
     }
-    // _IOW(229, 1, struct fuse_backing_map) and _IOW(229, 2, uint32_t) from <linux/fuse.h>.
-    const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501;
-    const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+    // FUSE_DEV_IOC_BACKING_OPEN and _CLOSE: _IOW(FUSE_DEV_IOC_MAGIC = 229, 1 and 2, ...).
+    nix::ioctl_write_ptr!(backing_open, 229, 1, BackingMap);
+    nix::ioctl_write_ptr!(backing_close, 229, 2, u32);
 
-    // SAFETY: valid directory fd and NUL-terminated path.
-    let fd = unsafe {
-        libc::openat(
-            store_dir,
-            c".".as_ptr(),
-            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by openat.
-    let probe = unsafe { File::from_raw_fd(fd) };
+    let probe = openat(
+        // SAFETY: the store's directory fd, open for the daemon's lifetime.
+        unsafe { BorrowedFd::borrow_raw(store_dir) },
+        ".",
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
     let map = BackingMap {
         fd: probe.as_raw_fd(),
         flags: 0,
         padding: 0,
     };
-    // SAFETY: the ioctl reads one fuse_backing_map.
-    let id = unsafe { libc::ioctl(fuse_fd, FUSE_DEV_IOC_BACKING_OPEN, &map) };
-    if id < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let id = id as u32;
-    // SAFETY: the ioctl reads one u32.
-    unsafe { libc::ioctl(fuse_fd, FUSE_DEV_IOC_BACKING_CLOSE, &id) };
+    // SAFETY: the ioctl reads one fuse_backing_map, which outlives the call.
+    let id = unsafe { backing_open(fuse_fd, &map) }? as u32;
+    // SAFETY: the ioctl reads one u32, which outlives the call.
+    unsafe { backing_close(fuse_fd, &id) }?;
     Ok(())
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset operations on a local set; pthread_sigmask on the current thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
     }
+    if let Err(e) = set.thread_block() {
+        log::warn!("cannot block SIGINT/SIGTERM/SIGHUP: {e}");
+    }
+    set
 }
 
 /// Names that go away by themselves (lifetime=handles) are still in the kernel's dentry
@@ -391,15 +374,14 @@ fn spawn_invalidator(model: &Sections, notifier: fuser::Notifier) {
 
 /// On SIGINT/SIGTERM/SIGHUP: unmount. If files are still in use, detach lazily: the
 /// daemon keeps serving them and exits when the last one goes.
-fn spawn_signal_thread(set: libc::sigset_t, mnt: CString) {
+fn spawn_signal_thread(set: SigSet, mnt: CString) {
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: set holds the signals blocked in every thread.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            // The set is blocked in every thread: only this wait takes its signals.
+            let Ok(sig) = set.wait() else {
                 return;
-            }
+            };
             log::info!("signal {sig}: unmounting {:?}", mnt);
             if let Err(e) = unmount(&mnt, false) {
                 log::info!("umount: {e}; detaching lazily");
@@ -415,14 +397,15 @@ fn spawn_signal_thread(set: libc::sigset_t, mnt: CString) {
 
 /// Unmounts through umount(2), or through fusermount3 when that is refused (a user's mount).
 fn unmount(mnt: &CString, lazy: bool) -> io::Result<()> {
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: NUL-terminated path.
-    if unsafe { libc::umount2(mnt.as_ptr(), flags) } == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::EPERM) {
-        return Err(e);
+    let flags = if lazy {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
+    match umount2(mnt.as_c_str(), flags) {
+        Ok(()) => return Ok(()),
+        Err(Errno::EPERM) => {}
+        Err(e) => return Err(e.into()),
     }
     // A user's own FUSE mount: only the setuid helper (Debian package fuse3) may unmount it.
     let out = std::process::Command::new("fusermount3")
@@ -443,35 +426,22 @@ fn unmount(mnt: &CString, lazy: bool) -> io::Result<()> {
 /// The background daemon: its own session, stdin/stdout on /dev/null, and its log
 /// appended to STORE/daemon.log.
 fn detach(config: &Config) {
-    // SAFETY: setsid and dup2 on fds this process owns.
-    unsafe {
-        libc::setsid();
-        if let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(config.store.join("daemon.log"));
-        if let Ok(log) = log {
-            libc::dup2(log.as_raw_fd(), 2);
-        }
+    let _ = unistd::setsid();
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = unistd::dup2_stdin(&null);
+        let _ = unistd::dup2_stdout(&null);
     }
-}
-
-fn pipe() -> io::Result<(File, File)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.store.join("daemon.log"));
+    if let Ok(log) = log {
+        let _ = unistd::dup2_stderr(&log);
     }
-    // SAFETY: both fds were just created and are owned here.
-    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
 /// Refuses a mount point that already has a mount on it.
@@ -526,8 +496,7 @@ fn make_private_parent(store: &Path) -> Result<(), String> {
     }
     let meta =
         std::fs::symlink_metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = geteuid().as_raw();
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
         return Err(format!(
             "{} is not a private directory of uid {uid}; remove it or give a STORE",

@@ -19,11 +19,13 @@
 //! lookup is checked as the caller.
 
 use crate::error::{Error, Result};
+use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 /// The kernel's MAXSYMLINKS: more links than this in one resolution is ELOOP.
@@ -260,20 +262,15 @@ fn errno(n: i32) -> Error {
 
 /// `openat(dir, name, O_PATH | O_NOFOLLOW)`: a handle on the object itself, no open of it.
 fn open_path(dir: RawFd, name: &[u8]) -> Result<OwnedFd> {
-    let c = CString::new(name).map_err(|_| Error::InvalidArgument)?;
-    // SAFETY: NUL-terminated name; the flags open nothing but a path handle.
-    let fd = unsafe {
-        libc::openat(
-            dir,
-            c.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
+    let dir = if dir == libc::AT_FDCWD {
+        AT_FDCWD
+    } else {
+        // SAFETY: `dir` is an fd of the walk's, open for the whole call.
+        unsafe { BorrowedFd::borrow_raw(dir) }
     };
-    if fd < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // A NUL in a name cannot be sent to the kernel: nix refuses it (EINVAL).
+    Ok(openat(dir, OsStr::from_bytes(name), flags, Mode::empty()).map_err(io::Error::from)?)
 }
 
 /// `statx` of the fd itself, from the caches only (`AT_STATX_DONT_SYNC`).
@@ -298,18 +295,11 @@ fn statx(fd: RawFd, mask: u32) -> Result<libc::statx> {
 
 /// The text of the symlink `fd` (an `O_PATH` fd of the link itself).
 fn read_link(fd: RawFd) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: the buffer holds buf.len() bytes; empty path: the fd itself.
-    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    let n = n as usize;
-    if n >= buf.len() {
-        return Err(errno(libc::ENAMETOOLONG));
-    }
-    buf.truncate(n);
-    Ok(buf)
+    // SAFETY: `fd` is an fd of the walk's, open for the whole call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    // Empty path: the link the fd is.
+    let target = readlinkat(fd, "").map_err(io::Error::from)?;
+    Ok(target.into_vec())
 }
 
 #[cfg(test)]
@@ -357,7 +347,7 @@ mod tests {
         symlink("../", dir.path().join("up")).unwrap();
         symlink("loop", dir.path().join("loop")).unwrap();
         symlink("/proc/self/fd/0", dir.path().join("magic")).unwrap();
-        let me = unsafe { libc::geteuid() };
+        let me = nix::unistd::geteuid().as_raw();
         let ok = |p: &Path| regular_file(p, me).map(|_| ());
         assert!(ok(&file).is_ok());
         assert!(ok(&dir.path().join("rel")).is_ok());

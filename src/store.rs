@@ -13,6 +13,7 @@
 //! A file name never derives from a section's name, so no user-chosen text reaches a path.
 //! Every file is reached relative to the `sections/` directory fd with `O_NOFOLLOW`.
 
+use crate::contract::{Commit, Lifetime};
 use crate::error::{Error, Result};
 use crate::name;
 use std::ffi::{CString, OsStr, OsString};
@@ -32,58 +33,6 @@ const RECORD_MAGIC: &str = "sectionfs-record 1";
 /// Ids are inode numbers, so their range is the inode encoding's (`ino.rs`).
 pub const FIRST_ID: u64 = crate::ino::FIRST_SECTION;
 pub const MAX_ID: u64 = crate::ino::MAX_SECTION;
-
-/// How a section's storage is committed (SEC_COMMIT / SEC_RESERVE).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Commit {
-    /// Growth allocates the storage or fails with ENOSPC.
-    Eager,
-    /// Growth is sparse; storage is taken on first touch.
-    Lazy,
-}
-
-impl Commit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Commit::Eager => "eager",
-            Commit::Lazy => "lazy",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Commit> {
-        match s {
-            "eager" => Some(Commit::Eager),
-            "lazy" => Some(Commit::Lazy),
-            _ => None,
-        }
-    }
-}
-
-/// When a section's name goes away: at unlink only, or also with its last handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lifetime {
-    /// Like a file: the name stays until unlinked.
-    Persistent,
-    /// Like a Windows section: the name goes when its last handle is closed.
-    Handles,
-}
-
-impl Lifetime {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifetime::Persistent => "persistent",
-            Lifetime::Handles => "handles",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Lifetime> {
-        match s {
-            "persistent" => Some(Lifetime::Persistent),
-            "handles" => Some(Lifetime::Handles),
-            _ => None,
-        }
-    }
-}
 
 /// A section whose bytes live in a file outside the store (made by `ln -s /path NAME`).
 #[derive(Clone, Debug, PartialEq, Eq)]

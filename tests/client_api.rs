@@ -6,7 +6,7 @@ mod common;
 
 use common::Mount;
 use sectionfs::client::{self, Section};
-use sectionfs::meta::{IoMode, Status};
+use sectionfs::contract::{IoMode, Status};
 use std::io::ErrorKind;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

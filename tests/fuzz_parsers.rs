@@ -9,9 +9,10 @@
 
 use proptest::prelude::*;
 use sectionfs::cli::{MountOptions, Passthrough};
+use sectionfs::contract::{Commit, Lifetime};
 use sectionfs::error::Error;
 use sectionfs::name;
-use sectionfs::store::{Commit, FileBacking, Lifetime, Record};
+use sectionfs::store::{FileBacking, Record};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, UNIX_EPOCH};

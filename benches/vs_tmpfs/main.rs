@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         let results = run_workloads(&scratch.0, &args, machine);
         (results.table(), results.json())
     };
-    let json = json.render();
+    let json = json::render(&json);
     if let Err(e) = output(&args, &report, &json) {
         eprintln!("vs_tmpfs: {e}");
         return ExitCode::FAILURE;
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     if smoke {
         for (what, text) in [
             ("the figures", json.as_str()),
-            ("the awkward sample", &json::awkward_sample().render()),
+            ("the awkward sample", &json::render(&json::awkward_sample())),
         ] {
             match json::validate_with_python(text) {
                 Ok(true) => {}

@@ -3,7 +3,7 @@
 //! and the same figures as JSON.
 
 use crate::args::Mode;
-use crate::json::Json;
+use crate::json::{self, Json};
 use crate::sys::DaemonUse;
 use crate::workloads::{Goal, Sizes, Workload};
 use std::fmt::Write as _;
@@ -48,7 +48,7 @@ impl Load {
     }
 
     fn json(&self) -> Json {
-        Json::obj([
+        json::obj([
             ("avg_1m", self.avg[0].into()),
             ("avg_5m", self.avg[1].into()),
             ("avg_15m", self.avg[2].into()),
@@ -106,7 +106,7 @@ impl Machine {
     }
 
     pub fn json(&self) -> Json {
-        Json::obj([
+        json::obj([
             ("date", self.date.as_str().into()),
             ("kernel", self.kernel.as_str().into()),
             ("cpu", self.cpu.as_str().into()),
@@ -177,7 +177,7 @@ impl Spread {
     }
 
     fn json(self) -> Json {
-        Json::obj([
+        json::obj([
             ("median", self.median.into()),
             ("min", self.min.into()),
             ("max", self.max.into()),
@@ -382,14 +382,14 @@ impl Results {
                 ("ops".into(), (w.ops)(&self.sizes).into()),
                 (
                     "others_runnable".into(),
-                    Json::arr(row.others.iter().copied()),
+                    json::arr(row.others.iter().copied()),
                 ),
             ];
             for (i, &side) in self.sides.iter().enumerate() {
                 let mut f = vec![
                     (
                         "seconds".to_string(),
-                        Json::arr(row.seconds[i].iter().copied()),
+                        json::arr(row.seconds[i].iter().copied()),
                     ),
                     ("per_op_s".into(), self.per_op(row, i).json()),
                 ];
@@ -398,27 +398,30 @@ impl Results {
                     f.push((
                         "target".into(),
                         v.goal.map_or(Json::Null, |g| {
-                            Json::obj([("max", g.max.into()), ("from", g.from.into())])
+                            json::obj([("max", g.max.into()), ("from", g.from.into())])
                         }),
                     ));
                     f.push(("met".into(), v.met().into()));
                 }
-                fields.push((side.label().to_string(), Json::Obj(f)));
+                fields.push((
+                    side.label().to_string(),
+                    Json::Object(f.into_iter().collect()),
+                ));
             }
-            Json::Obj(fields)
+            Json::Object(fields.into_iter().collect())
         });
-        Json::obj([
+        json::obj([
             ("benchmark", Json::from("vs_tmpfs")),
             ("machine", self.machine.json()),
             ("rounds", self.sizes.rounds.into()),
-            ("sides", Json::arr(self.sides.iter().map(|s| s.label()))),
-            ("workloads", Json::Arr(rows.collect())),
+            ("sides", json::arr(self.sides.iter().map(|s| s.label()))),
+            ("workloads", Json::Array(rows.collect())),
             (
                 "daemons",
-                Json::obj(self.daemons.iter().map(|(m, u)| {
+                json::obj(self.daemons.iter().map(|(m, u)| {
                     (
                         m.name(),
-                        Json::obj([("fds", u.fds.into()), ("rss_kib", u.rss_kib.into())]),
+                        json::obj([("fds", u.fds.into()), ("rss_kib", u.rss_kib.into())]),
                     )
                 })),
             ),

@@ -3,7 +3,7 @@
 //! exist and when all do, a full listing, and what the daemon holds with all of them.
 
 use crate::common::Mount;
-use crate::json::Json;
+use crate::json::{self, Json};
 use crate::report::{Machine, fmt_time, median};
 use crate::sys::*;
 use std::ffi::CString;
@@ -76,7 +76,7 @@ pub fn run(scratch: &Path, total: usize, mut machine: Machine) -> (String, Json)
         sfs.stat_all / sfs.stat_small,
         sfs.open_all / sfs.open_small,
     );
-    let json = Json::obj([
+    let json = json::obj([
         ("benchmark", Json::from("vs_tmpfs --scale")),
         ("machine", machine.json()),
         ("sections", total.into()),
@@ -106,10 +106,10 @@ struct ScaleRun {
 
 impl ScaleRun {
     fn json(&self) -> Json {
-        Json::obj([
+        json::obj([
             (
                 "per_thousand_create_s",
-                Json::arr(self.per_k.iter().copied()),
+                json::arr(self.per_k.iter().copied()),
             ),
             ("stat_s_at_1k", self.stat_small.into()),
             ("stat_s_at_all", self.stat_all.into()),
@@ -117,7 +117,7 @@ impl ScaleRun {
             ("open_s_at_all", self.open_all.into()),
             ("ls_entries", self.ls_entries.into()),
             ("ls_s", self.ls_s.into()),
-            ("others_runnable", Json::arr(self.others.iter().copied())),
+            ("others_runnable", json::arr(self.others.iter().copied())),
         ])
     }
 }

@@ -3,9 +3,9 @@
 use super::handles::Handle;
 use super::section::{Section, SectionState, fstat};
 use super::{Attr, AttrChange, Caller, Kind, Sections, lock, section_id, time};
+use crate::contract::Facts;
 use crate::error::{Error, Result};
 use crate::ino::Ino;
-use crate::meta::Facts;
 use crate::store;
 use std::os::fd::AsRawFd;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -4,9 +4,9 @@
 use super::dir::Listing;
 use super::section::fstat;
 use super::{Caller, Sections, lock};
+use crate::contract::Lifetime;
 use crate::error::{Error, Result};
 use crate::ino::Ino;
-use crate::store::Lifetime;
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ pub fn thread_group(tid: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::Status;
+    use crate::contract::Status;
     use crate::model::testing::*;
 
     fn tracked(m: &Sections, ino: u64) -> usize {

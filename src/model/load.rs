@@ -4,11 +4,11 @@
 
 use super::section::{Section, SectionState};
 use super::{Options, Sections};
+use crate::contract::{Lifetime, Status};
 use crate::creds::{self, Identity};
-use crate::meta::Status;
 use crate::namespace;
 use crate::quota::{self, Quota};
-use crate::store::{Lifetime, Store};
+use crate::store::Store;
 use crate::views::ViewFinder;
 use dashmap::DashMap;
 use std::collections::HashMap;

@@ -31,11 +31,11 @@ mod shrink;
 pub use handles::thread_group;
 pub use section::fstat;
 
+use crate::contract::{Commit, IoMode, Lifetime, Status};
 use crate::error::{Error, Result};
 use crate::ino::Ino;
-use crate::meta::{IoMode, Status};
 use crate::quota::Quota;
-use crate::store::{Commit, Lifetime, Store};
+use crate::store::Store;
 use crate::views::{Dev, ViewFinder};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -254,7 +254,8 @@ pub(super) fn time(secs: i64, nsecs: i64) -> SystemTime {
 mod testing {
     //! What the unit tests of every part share.
     pub use super::*;
-    pub use crate::store::{Commit, Lifetime, Store};
+    pub use crate::contract::{Commit, Lifetime};
+    pub use crate::store::Store;
     pub use std::ffi::OsStr;
 
     pub const A: Caller = Caller {

@@ -3,11 +3,11 @@
 
 use super::section::Section;
 use super::{Attr, Caller, Sections, lock, section_id};
+use crate::contract::Lifetime;
 use crate::error::{Error, Result};
 use crate::ino::Ino;
 use crate::name;
 use crate::namespace::{self, Ns};
-use crate::store::Lifetime;
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

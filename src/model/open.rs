@@ -5,9 +5,9 @@
 use super::handles::Handle;
 use super::section::{Section, SectionState, fstat};
 use super::{Attr, Caller, Opened, Sections, lock, no_attach, section_id};
+use crate::contract::Status;
 use crate::creds::{self, Identity};
 use crate::error::{Error, Result};
-use crate::meta::Status;
 use crate::name;
 use crate::namespace::{self, Ns};
 use crate::quota;

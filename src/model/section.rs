@@ -2,10 +2,10 @@
 //! file), the `user_quota` count, and growth, which happens in one place ([`Sections::grow`]).
 
 use super::{Sections, lock};
+use crate::contract::{Commit, Status};
 use crate::error::{Error, Result};
-use crate::meta::Status;
 use crate::quota;
-use crate::store::{Commit, Record};
+use crate::store::Record;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -3,8 +3,8 @@
 
 use super::Sections;
 use super::section::{Section, SectionState};
+use crate::contract::IoMode;
 use crate::error::{Error, Result};
-use crate::meta::IoMode;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
