@@ -4,9 +4,9 @@
 
 use crate::contract::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
 use crate::error::Error;
+use crate::ino::Ino;
+use crate::model::{Attr, AttrChange, Caller, Kind, Sections};
 use crate::name;
-use crate::namespace;
-use crate::sections::{Attr, AttrChange, Caller, Kind, SIDECAR_BIT, Sections};
 use dashmap::DashMap;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -168,7 +168,7 @@ fn absent() -> FileAttr {
 
 fn ttl(ino: u64) -> Duration {
     // `Local`'s size is the length of the caller's own target.
-    if ino & SIDECAR_BIT != 0 || ino == namespace::LOCAL_INO {
+    if matches!(Ino::decode(ino), Some(Ino::Sidecar(_) | Ino::Local)) {
         SIDECAR_TTL
     } else {
         SECTION_TTL
@@ -199,7 +199,7 @@ impl SectionFs {
         }
         // A store file replaced by hand while its section was idle must not be served
         // through the registration of the file it replaced.
-        let st = crate::sections::fstat(file)?;
+        let st = crate::model::fstat(file)?;
         let identity = (st.st_dev, st.st_ino);
         if let Some(r) = self.backings.get(&ino)
             && r.file == identity
@@ -252,7 +252,7 @@ impl fuser::Filesystem for SectionFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent.0 == namespace::SESSIONS_INO {
+        if Ino::decode(parent.0) == Some(Ino::Sessions) {
             // Never a negative entry here: a user's directory appears at its first use,
             // which the kernel cannot see coming.
             return match self.model.lookup_session(caller(req), name) {
@@ -341,7 +341,7 @@ impl fuser::Filesystem for SectionFs {
             .model
             .namespace_of(parent.0)
             .and_then(|ns| {
-                let no_attach = crate::sections::no_attach;
+                let no_attach = crate::model::no_attach;
                 self.model
                     .create_in(caller(req), ns, name, mode, umask, flags, no_attach)
             })
@@ -452,7 +452,7 @@ impl fuser::Filesystem for SectionFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let who = caller(req);
-        if ino.0 & SIDECAR_BIT != 0 {
+        if matches!(Ino::decode(ino.0), Some(Ino::Sidecar(_))) {
             return match self.model.open_sidecar(who, ino.0, flags.0) {
                 // Direct I/O: the text's length is fixed only at open, and nobody maps it.
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),

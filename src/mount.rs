@@ -4,7 +4,7 @@
 use crate::cli::{Config, Passthrough};
 use crate::contract::IoMode;
 use crate::fuse::SectionFs;
-use crate::sections::{Options, Sections};
+use crate::model::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};
 use nix::errno::Errno;

@@ -18,36 +18,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 /// user's own (`Sessions/UID`, reached as `Local`).
 pub type Ns = Option<u32>;
 
-/// Set in the inode number of every namespace directory and link; never in a section id
-/// (ids stop below 2^62) nor a sidecar's (bit 62).
-pub const NS_BIT: u64 = 1 << 63;
-/// The `Global` link, the `Local` link and the `Sessions` directory. Above every user
-/// directory's number (`NS_BIT | uid`, uids being 32-bit).
-pub const GLOBAL_INO: u64 = NS_BIT | 1 << 40 | 1;
-pub const LOCAL_INO: u64 = NS_BIT | 1 << 40 | 2;
-pub const SESSIONS_INO: u64 = NS_BIT | 1 << 40 | 3;
-
 pub const GLOBAL: &str = "Global";
 pub const LOCAL: &str = "Local";
 pub const SESSIONS: &str = "Sessions";
-
-/// The inode of a user's namespace directory.
-pub fn user_dir_ino(uid: u32) -> u64 {
-    NS_BIT | u64::from(uid)
-}
-
-/// The user whose directory `ino` is, if it is one.
-pub fn user_of(ino: u64) -> Option<u32> {
-    (ino & NS_BIT != 0 && ino & !NS_BIT <= u64::from(u32::MAX)).then_some(ino as u32)
-}
-
-/// The directory inode of a namespace.
-pub fn dir_ino(ns: Ns) -> u64 {
-    match ns {
-        None => crate::sections::ROOT_INO,
-        Some(uid) => user_dir_ino(uid),
-    }
-}
 
 /// The root's reserved names.
 pub fn is_reserved(ns: Ns, name: &OsStr) -> bool {
@@ -103,9 +76,6 @@ mod tests {
         assert_eq!(parse_uid(OsStr::new("1000")), Some(1000));
         assert_eq!(parse_uid(OsStr::new("01000")), None);
         assert_eq!(parse_uid(OsStr::new("x")), None);
-        assert_eq!(user_of(user_dir_ino(u32::MAX)), Some(u32::MAX));
-        assert_eq!(user_of(SESSIONS_INO), None);
-        assert_eq!(user_of(5), None);
         assert!(is_reserved(None, OsStr::new("Local")));
         assert!(!is_reserved(Some(1), OsStr::new("Local")));
     }

@@ -35,10 +35,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const RECORD_XATTR: &[u8] = b"user.sectionfs.record\0";
 /// First line of every record; the number is the format version.
 const RECORD_MAGIC: &str = "sectionfs-record 1";
-/// Ids 0 and 1 are never sections: 1 is the FUSE root inode.
-pub const FIRST_ID: u64 = 2;
-/// The largest id; inode numbers above it carry the sidecar bit (see `sections.rs`).
-pub const MAX_ID: u64 = (1 << 62) - 1;
+/// Ids are inode numbers, so their range is the inode encoding's (`ino.rs`).
+pub const FIRST_ID: u64 = crate::ino::FIRST_SECTION;
+pub const MAX_ID: u64 = crate::ino::MAX_SECTION;
 
 /// A section whose bytes live in a file outside the store (made by `ln -s /path NAME`).
 #[derive(Clone, Debug, PartialEq, Eq)]
