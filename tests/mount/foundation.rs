@@ -9,7 +9,7 @@
 //! tests at the end. Restart and command-line behaviour live in `foundation_restart.rs`
 //! and `foundation_cli.rs`.
 
-mod common;
+use crate::common;
 
 use common::{CLIENTS, Client, Mount, read_meta, sh};
 use std::ffi::{CString, OsStr, OsString};
@@ -25,70 +25,133 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 type Check = fn(&Path);
 
+/// What a check's expectations rest on. A `Posix` check asks nothing of a file system but
+/// what POSIX and Linux promise of any (tmpfs included), so it also runs on a directory in
+/// /dev/shm (`posix_rows_hold_on_dev_shm`): that proves its expectations, not just the
+/// mount. A `Sections` check needs the contract (sidecars, refused shrinks and names):
+/// /dev/shm fails it, as measured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rule {
+    Posix,
+    Sections,
+}
+use Rule::{Posix, Sections};
+
 /// The conformance checks, by name. Each gets a mount of its own.
-const CHECKS: &[(&str, Check)] = &[
+const CHECKS: &[(&str, Rule, Check)] = &[
     // The file operations at the root.
-    ("create_write_read_stat", create_write_read_stat),
+    ("create_write_read_stat", Posix, create_write_read_stat),
     (
         "open_existing_missing_exclusive",
+        Sections,
         open_existing_missing_exclusive,
     ),
-    ("readdir_and_ls_list_sidecars", readdir_and_ls_list_sidecars),
+    (
+        "readdir_and_ls_list_sidecars",
+        Sections,
+        readdir_and_ls_list_sidecars,
+    ),
     (
         "unlink_removes_name_keeps_handles",
+        Posix,
         unlink_removes_name_keeps_handles,
     ),
-    ("rename_moves_and_replaces", rename_moves_and_replaces),
+    (
+        "rename_moves_and_replaces",
+        Sections,
+        rename_moves_and_replaces,
+    ),
     (
         "rename_refusals_change_nothing",
+        Sections,
         rename_refusals_change_nothing,
     ),
-    ("chmod_visible_at_once", chmod_visible_at_once),
-    ("chown_visible_at_once", chown_visible_at_once),
-    ("utimens_visible_at_once", utimens_visible_at_once),
+    ("chmod_visible_at_once", Sections, chmod_visible_at_once),
+    ("chown_visible_at_once", Sections, chown_visible_at_once),
+    ("utimens_visible_at_once", Posix, utimens_visible_at_once),
     // Size rules.
-    ("truncate_grows", truncate_grows),
-    ("write_past_end_grows", write_past_end_grows),
+    ("truncate_grows", Sections, truncate_grows),
+    ("write_past_end_grows", Sections, write_past_end_grows),
     (
         "shrink_refused_nothing_changed",
+        Sections,
         shrink_refused_nothing_changed,
     ),
-    ("o_trunc_refused_on_non_empty", o_trunc_refused_on_non_empty),
-    ("growth_seen_by_mapped_process_c_grows", growth_seen_c_grows),
+    (
+        "o_trunc_refused_on_non_empty",
+        Sections,
+        o_trunc_refused_on_non_empty,
+    ),
+    (
+        "growth_seen_by_mapped_process_c_grows",
+        Sections,
+        growth_seen_c_grows,
+    ),
     (
         "growth_seen_by_mapped_process_py_grows",
+        Sections,
         growth_seen_py_grows,
     ),
     // Data path.
-    ("pingpong_c_even_python_odd", pingpong_c_even_python_odd),
-    ("pingpong_python_even_c_odd", pingpong_python_even_c_odd),
-    ("fill_check_across_clients", fill_check_across_clients),
-    ("write_read_agree_with_views", write_read_agree_with_views),
+    (
+        "pingpong_c_even_python_odd",
+        Sections,
+        pingpong_c_even_python_odd,
+    ),
+    (
+        "pingpong_python_even_c_odd",
+        Sections,
+        pingpong_python_even_c_odd,
+    ),
+    (
+        "fill_check_across_clients",
+        Sections,
+        fill_check_across_clients,
+    ),
+    (
+        "write_read_agree_with_views",
+        Posix,
+        write_read_agree_with_views,
+    ),
     // The sidecar.
-    ("sidecar_has_every_key", sidecar_has_every_key),
-    ("sidecar_fresh_at_every_open", sidecar_fresh_at_every_open),
-    ("sidecar_status_per_opener", sidecar_status_per_opener),
-    ("sidecar_read_only", sidecar_read_only),
+    ("sidecar_has_every_key", Sections, sidecar_has_every_key),
+    (
+        "sidecar_fresh_at_every_open",
+        Sections,
+        sidecar_fresh_at_every_open,
+    ),
+    (
+        "sidecar_status_per_opener",
+        Sections,
+        sidecar_status_per_opener,
+    ),
+    ("sidecar_read_only", Sections, sidecar_read_only),
     (
         "sidecar_cat_prints_whole_text",
+        Sections,
         sidecar_cat_prints_whole_text,
     ),
-    ("sidecar_escapes_odd_bytes", sidecar_escapes_odd_bytes),
+    (
+        "sidecar_escapes_odd_bytes",
+        Sections,
+        sidecar_escapes_odd_bytes,
+    ),
     // Names and refused node types.
-    ("reserved_names_refused", reserved_names_refused),
-    ("name_length_limit", name_length_limit),
-    ("odd_names_work", odd_names_work),
-    ("other_node_types_refused", other_node_types_refused),
+    ("reserved_names_refused", Sections, reserved_names_refused),
+    ("name_length_limit", Sections, name_length_limit),
+    ("odd_names_work", Sections, odd_names_work),
+    (
+        "other_node_types_refused",
+        Sections,
+        other_node_types_refused,
+    ),
 ];
 
 fn run_checks(mode: &str) {
-    if !common::require_fuse() {
-        return;
-    }
     let only = std::env::var("SECTIONFS_CHECK").ok();
     let mut failed = Vec::new();
     let mut ran = 0;
-    for &(name, check) in CHECKS {
+    for &(name, _, check) in CHECKS {
         if only.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
@@ -116,14 +179,46 @@ fn run_checks(mode: &str) {
     );
 }
 
-#[test]
-fn conformance_passthrough() {
-    run_checks(common::modes()[0]);
+mount_test! {
+    fn conformance_passthrough() {
+        run_checks(common::modes()[0]);
+    }
 }
 
+mount_test! {
+    fn conformance_cached() {
+        run_checks(common::modes()[1]);
+    }
+}
+
+/// The `Posix` rows on a plain tmpfs directory (/dev/shm), each in a fresh directory: a
+/// failure here is a wrong expectation, or a row that is not plain POSIX (tag it
+/// `Sections`). No mount is involved.
 #[test]
-fn conformance_cached() {
-    run_checks(common::modes()[1]);
+fn posix_rows_hold_on_dev_shm() {
+    let only = std::env::var("SECTIONFS_CHECK").ok();
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for &(name, rule, check) in CHECKS {
+        if rule != Posix || only.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        ran += 1;
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-posix-")
+            .tempdir_in("/dev/shm")
+            .expect("a temp dir in /dev/shm");
+        if let Err(why) = panic::catch_unwind(AssertUnwindSafe(|| check(dir.path()))) {
+            failed.push(format!("--- {name} [/dev/shm]: {}", panic_text(&why)));
+        }
+    }
+    assert!(ran > 0 || only.is_some(), "no Posix row in CHECKS");
+    assert!(
+        failed.is_empty(),
+        "{} of {ran} Posix checks fail on /dev/shm: wrong expectations, or not plain POSIX:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1594,93 +1689,89 @@ fn other_node_types_refused(mnt: &Path) {
 // ---------------------------------------------------------------------------------------
 // Checks that need more than a mount path
 
-/// `io=` in the sidecar names the data path the mount was asked for.
-#[test]
-fn sidecar_io_names_the_data_path() {
-    if !common::require_fuse() {
-        return;
-    }
-    for (mode, io) in common::modes().into_iter().zip(["passthrough", "cached"]) {
-        let mount = Mount::new(mode);
-        put(&mount.section("s"), b"x");
-        assert_eq!(read_meta(mount.path(), "s")["io"], io, "{mode}");
-        // The daemon's own log says the same.
-        assert!(
-            mount.log().contains(&format!("io={io}")),
-            "{mode}: {}",
-            mount.log()
-        );
-        mount.unmount();
+mount_test! {
+    /// `io=` in the sidecar names the data path the mount was asked for.
+    fn sidecar_io_names_the_data_path() {
+        for (mode, io) in common::modes().into_iter().zip(["passthrough", "cached"]) {
+            let mount = Mount::new(mode);
+            put(&mount.section("s"), b"x");
+            assert_eq!(read_meta(mount.path(), "s")["io"], io, "{mode}");
+            // The daemon's own log says the same.
+            assert!(
+                mount.log().contains(&format!("io={io}")),
+                "{mode}: {}",
+                mount.log()
+            );
+            mount.unmount();
+        }
     }
 }
 
-/// The daemon keeps no fd per idle section: its fd count after creating (and closing)
-/// thousands of sections is small, and does not grow with the number of sections.
-#[test]
-fn no_fd_per_idle_section() {
-    if !common::require_fuse() {
-        return;
-    }
-    const SECTIONS: usize = 2000;
-    for mode in common::modes() {
-        // On tmpfs, the default kind of store: removing thousands of files from the
-        // disk-backed TMPDIR afterwards takes seconds here.
-        let dir = tempfile::Builder::new()
-            .prefix("sectionfs-fds-")
-            .tempdir_in("/dev/shm")
-            .expect("a temp dir on /dev/shm");
-        let mount = Mount::with_store(&dir.path().join("store"), mode);
-        let fds = || {
-            fs::read_dir(format!("/proc/{}/fd", mount.pid()))
-                .expect("read the daemon's fd table")
-                .count()
-        };
-        // close(2) returns before the kernel's RELEASE reaches the daemon: let the last
-        // few releases land (an eventual count, not a timing limit).
-        let settled = |limit: usize| {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let n = fds();
-                if n <= limit || Instant::now() > deadline {
-                    return n;
+mount_test! {
+    /// The daemon keeps no fd per idle section: its fd count after creating (and closing)
+    /// thousands of sections is small, and does not grow with the number of sections.
+    fn no_fd_per_idle_section() {
+        const SECTIONS: usize = 2000;
+        for mode in common::modes() {
+            // On tmpfs, the default kind of store: removing thousands of files from the
+            // disk-backed TMPDIR afterwards takes seconds here.
+            let dir = tempfile::Builder::new()
+                .prefix("sectionfs-fds-")
+                .tempdir_in("/dev/shm")
+                .expect("a temp dir on /dev/shm");
+            let mount = Mount::with_store(&dir.path().join("store"), mode);
+            let fds = || {
+                fs::read_dir(format!("/proc/{}/fd", mount.pid()))
+                    .expect("read the daemon's fd table")
+                    .count()
+            };
+            // close(2) returns before the kernel's RELEASE reaches the daemon: let the last
+            // few releases land (an eventual count, not a timing limit).
+            let settled = |limit: usize| {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let n = fds();
+                    if n <= limit || Instant::now() > deadline {
+                        return n;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
+            };
+            put(&mount.section("warm"), b"x");
+            let base = fds();
+            for i in 0..SECTIONS / 2 {
+                let mut f = File::create_new(mount.section(format!("s{i}"))).unwrap();
+                f.write_all(&[1]).unwrap();
             }
-        };
-        put(&mount.section("warm"), b"x");
-        let base = fds();
-        for i in 0..SECTIONS / 2 {
-            let mut f = File::create_new(mount.section(format!("s{i}"))).unwrap();
-            f.write_all(&[1]).unwrap();
+            let half = settled(base + 2);
+            for i in SECTIONS / 2..SECTIONS {
+                File::create_new(mount.section(format!("s{i}"))).unwrap();
+            }
+            // Open, read and close every section again.
+            for i in 0..SECTIONS {
+                fs::read(mount.section(format!("s{i}"))).unwrap();
+            }
+            let full = settled(base + 2);
+            assert!(
+                full <= 64 && half <= 64,
+                "{mode}: the daemon holds {full} fds with {SECTIONS} idle sections"
+            );
+            assert!(
+                full <= base + 2 && half <= base + 2,
+                "{mode}: fds grew with the sections: {base} -> {half} -> {full}"
+            );
+            // Open handles may hold files; closing them frees them again.
+            let open: Vec<File> = (0..10)
+                .map(|i| File::open(mount.section(format!("s{i}"))).unwrap())
+                .collect();
+            drop(open);
+            let after = settled(base + 2);
+            assert!(
+                after <= base + 2,
+                "{mode}: fds after closing: {base} -> {after}"
+            );
+            assert_eq!(listing(mount.path()).len(), 2 * (SECTIONS + 1));
+            mount.unmount();
         }
-        let half = settled(base + 2);
-        for i in SECTIONS / 2..SECTIONS {
-            File::create_new(mount.section(format!("s{i}"))).unwrap();
-        }
-        // Open, read and close every section again.
-        for i in 0..SECTIONS {
-            fs::read(mount.section(format!("s{i}"))).unwrap();
-        }
-        let full = settled(base + 2);
-        assert!(
-            full <= 64 && half <= 64,
-            "{mode}: the daemon holds {full} fds with {SECTIONS} idle sections"
-        );
-        assert!(
-            full <= base + 2 && half <= base + 2,
-            "{mode}: fds grew with the sections: {base} -> {half} -> {full}"
-        );
-        // Open handles may hold files; closing them frees them again.
-        let open: Vec<File> = (0..10)
-            .map(|i| File::open(mount.section(format!("s{i}"))).unwrap())
-            .collect();
-        drop(open);
-        let after = settled(base + 2);
-        assert!(
-            after <= base + 2,
-            "{mode}: fds after closing: {base} -> {after}"
-        );
-        assert_eq!(listing(mount.path()).len(), 2 * (SECTIONS + 1));
-        mount.unmount();
     }
 }

@@ -11,7 +11,7 @@
 //! One mount per mode serves every case; each case starts from an empty mount. Cases run
 //! `PROPTEST_CASES` times (default below) with up to `MAX_OPS` operations each.
 
-mod common;
+use crate::common;
 
 use common::Mount;
 use proptest::prelude::*;
@@ -1018,9 +1018,6 @@ fn run_case(real: &mut Real, io: &str, ops: &[Op]) -> Result<(), TestCaseError> 
 }
 
 fn check_mode(opts: &str) {
-    if !common::require_fuse() {
-        return;
-    }
     // SAFETY: umask has no preconditions. Every test in this binary sets the same value.
     unsafe { libc::umask(UMASK as libc::mode_t) };
     let io = if opts.contains("passthrough=off") {
@@ -1062,12 +1059,14 @@ fn check_mode(opts: &str) {
     mount.unmount();
 }
 
-#[test]
-fn passthrough_agrees_with_the_model() {
-    check_mode(common::modes()[0]);
+mount_test! {
+    fn passthrough_agrees_with_the_model() {
+        check_mode(common::modes()[0]);
+    }
 }
 
-#[test]
-fn cached_agrees_with_the_model() {
-    check_mode(common::modes()[1]);
+mount_test! {
+    fn cached_agrees_with_the_model() {
+        check_mode(common::modes()[1]);
+    }
 }
