@@ -1,8 +1,9 @@
 //! Shared helpers for the mount tests: an RAII guard around one daemon and its
 //! mount, the C and Python section clients, and small process helpers.
 //!
-//! Use it from a test file as `mod common;`. Each test file uses a different
-//! subset of these helpers, hence the module-wide `dead_code` allowance.
+//! `tests/mount/main.rs` includes it (with `#[macro_use]`, for `mount_test!`), and so do
+//! the slow tiers and the benchmark; each uses a different subset of these helpers, hence
+//! the module-wide `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

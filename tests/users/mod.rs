@@ -2,7 +2,7 @@
 //! (`setpriv`), the `perm_probe` client, and [`UserMount`], a mount guard whose daemon runs
 //! as an unprivileged user.
 //!
-//! Use it beside `mod common;` as `mod users;`.
+//! `tests/mount/main.rs` includes it beside `common`.
 #![allow(dead_code)]
 
 use crate::common;
