@@ -439,6 +439,15 @@ pub fn modes() -> [&'static str; 2] {
     ["passthrough=on", "passthrough=off"]
 }
 
+/// The data path a mode's options ask for, as the sidecar's `io=` names it.
+pub fn io_of(opts: &str) -> &'static str {
+    if opts.contains("passthrough=off") {
+        "cached"
+    } else {
+        "passthrough"
+    }
+}
+
 /// Whether `/proc/self/mountinfo` lists a FUSE mount at exactly `mnt`.
 pub fn is_mounted(mnt: &Path) -> bool {
     let table = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");

@@ -628,18 +628,16 @@ fn past_the_store(store: &Path) -> i32 {
 }
 
 mount_test! {
-    fn every_refused_input_has_its_errno_one_log_line_and_changes_nothing() {
+    fn every_refused_input_has_its_errno_one_log_line_and_changes_nothing(opts) {
         let mut failures = Vec::new();
-        for opts in common::modes() {
-            let fx = fixture(Mount::new(opts));
-            for row in rows(past_the_store(fx.mount.store())) {
-                if let Err(why) = check_row(&fx, &row, opts) {
-                    failures.push(why);
-                }
+        let fx = fixture(Mount::new(opts));
+        for row in rows(past_the_store(fx.mount.store())) {
+            if let Err(why) = check_row(&fx, &row, opts) {
+                failures.push(why);
             }
-            still_serves(&fx.mount);
-            fx.mount.unmount();
         }
+        still_serves(&fx.mount);
+        fx.mount.unmount();
         assert!(
             failures.is_empty(),
             "{} rows failed:\n{}",
@@ -650,61 +648,59 @@ mount_test! {
 }
 
 mount_test! {
-    fn growth_past_a_full_store_is_enospc_and_changes_nothing() {
+    fn growth_past_a_full_store_is_enospc_and_changes_nothing(opts) {
         // Declared first, dropped last: the FUSE mount over it goes first.
         let tmpfs = common::Tmpfs::new("16m");
         let mut failures = Vec::new();
-        for opts in common::modes() {
-            let store = tmpfs.path().join(opts.replace('=', "-"));
-            let fx = fixture(Mount::with_store(&store, opts));
-            let mut rows = vec![
-                Row {
-                    what: "ftruncate past the store's free space (commit=eager)",
-                    errno: libc::ENOSPC,
-                    layer: Layer::Daemon,
-                    logged: "\"victim\"",
-                    check: |fx| ftruncate(fx, 64 << 20),
+        let store = tmpfs.path().join(opts.replace('=', "-"));
+        let fx = fixture(Mount::with_store(&store, opts));
+        let mut rows = vec![
+            Row {
+                what: "ftruncate past the store's free space (commit=eager)",
+                errno: libc::ENOSPC,
+                layer: Layer::Daemon,
+                logged: "\"victim\"",
+                check: |fx| ftruncate(fx, 64 << 20),
+            },
+            Row {
+                what: "fallocate past the store's free space",
+                errno: libc::ENOSPC,
+                layer: Layer::Daemon,
+                logged: "\"victim\"",
+                check: |fx| fallocate(fx, 0, 0, 64 << 20),
+            },
+            Row {
+                what: "ftruncate to 2^63-1",
+                errno: libc::ENOSPC,
+                layer: Layer::Daemon,
+                logged: "\"victim\"",
+                check: |fx| ftruncate(fx, i64::MAX),
+            },
+        ];
+        // A passthrough write goes straight to the backing file: the daemon never sees
+        // it, so only the cached mode can refuse it whole (see DESIGN.md).
+        if opts.contains("passthrough=off") {
+            rows.push(Row {
+                what: "pwrite past the end, past the store's free space (cached)",
+                errno: libc::ENOSPC,
+                layer: Layer::Daemon,
+                logged: "\"victim\"",
+                check: |fx| {
+                    let fd = fx.victim();
+                    // SAFETY: a one-byte buffer; valid fd.
+                    let n =
+                        unsafe { libc::pwrite(fd.as_raw_fd(), b"x".as_ptr().cast(), 1, 32 << 20) };
+                    if n < 0 { Err(last_errno()) } else { Ok(()) }
                 },
-                Row {
-                    what: "fallocate past the store's free space",
-                    errno: libc::ENOSPC,
-                    layer: Layer::Daemon,
-                    logged: "\"victim\"",
-                    check: |fx| fallocate(fx, 0, 0, 64 << 20),
-                },
-                Row {
-                    what: "ftruncate to 2^63-1",
-                    errno: libc::ENOSPC,
-                    layer: Layer::Daemon,
-                    logged: "\"victim\"",
-                    check: |fx| ftruncate(fx, i64::MAX),
-                },
-            ];
-            // A passthrough write goes straight to the backing file: the daemon never sees
-            // it, so only the cached mode can refuse it whole (see DESIGN.md).
-            if opts.contains("passthrough=off") {
-                rows.push(Row {
-                    what: "pwrite past the end, past the store's free space (cached)",
-                    errno: libc::ENOSPC,
-                    layer: Layer::Daemon,
-                    logged: "\"victim\"",
-                    check: |fx| {
-                        let fd = fx.victim();
-                        // SAFETY: a one-byte buffer; valid fd.
-                        let n =
-                            unsafe { libc::pwrite(fd.as_raw_fd(), b"x".as_ptr().cast(), 1, 32 << 20) };
-                        if n < 0 { Err(last_errno()) } else { Ok(()) }
-                    },
-                });
-            }
-            for row in &rows {
-                if let Err(why) = check_row(&fx, row, opts) {
-                    failures.push(why);
-                }
-            }
-            still_serves(&fx.mount);
-            fx.mount.unmount();
+            });
         }
+        for row in &rows {
+            if let Err(why) = check_row(&fx, row, opts) {
+                failures.push(why);
+            }
+        }
+        still_serves(&fx.mount);
+        fx.mount.unmount();
         assert!(
             failures.is_empty(),
             "{} rows failed:\n{}",

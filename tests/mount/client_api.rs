@@ -116,68 +116,66 @@ mount_test! {
 }
 
 mount_test! {
-    serial fn counter_shared_by_threads_and_processes() {
+    serial fn counter_shared_by_threads_and_processes(mode) {
         const ROUNDS: u64 = 2000;
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            let mnt = m.path().to_path_buf();
+        let m = Mount::new(mode);
+        let mnt = m.path().to_path_buf();
 
-            // Two threads, each with its own handle and view, adding atomically.
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    let mnt = &mnt;
-                    s.spawn(move || {
-                        let (sec, _) = Section::create_or_open(mnt, "Atomic", 8).unwrap();
-                        let view = sec.map().unwrap();
-                        // SAFETY: the view is page-aligned and 8 bytes long.
-                        let c = unsafe { cell(&view) };
-                        for _ in 0..ROUNDS {
-                            c.fetch_add(1, Ordering::SeqCst);
-                        }
-                    });
-                }
-            });
-            {
-                let sec = Section::open(&mnt, "Atomic").unwrap();
-                let view = sec.map().unwrap();
-                // SAFETY: as above.
-                assert_eq!(unsafe { cell(&view) }.load(Ordering::SeqCst), 2 * ROUNDS);
+        // Two threads, each with its own handle and view, adding atomically.
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let mnt = &mnt;
+                s.spawn(move || {
+                    let (sec, _) = Section::create_or_open(mnt, "Atomic", 8).unwrap();
+                    let view = sec.map().unwrap();
+                    // SAFETY: the view is page-aligned and 8 bytes long.
+                    let c = unsafe { cell(&view) };
+                    for _ in 0..ROUNDS {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
             }
-
-            // This process and the Python example, taking the section lock around each add.
-            let (sec, _) = Section::create_or_open(&mnt, "Locked", page()).unwrap();
-            let view = sec.map_range(0, 8).unwrap();
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/counter.py");
-            let child = Command::new("python3")
-                .arg(script)
-                .arg(&mnt)
-                .arg("Locked")
-                .arg(ROUNDS.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn python3 examples/counter.py");
-            let p = view.as_mut_ptr().cast::<u64>();
-            for _ in 0..ROUNDS {
-                let _lock = sec.lock().unwrap();
-                // SAFETY: the view is 8 bytes; everyone changes it only under the lock.
-                unsafe { p.write_volatile(p.read_volatile() + 1) };
-            }
-            let out = child.wait_with_output().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{mode}: counter.py: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(stdout.contains("status=already_exists"), "{stdout}");
-            let _lock = sec.lock().unwrap();
+        });
+        {
+            let sec = Section::open(&mnt, "Atomic").unwrap();
+            let view = sec.map().unwrap();
             // SAFETY: as above.
-            assert_eq!(unsafe { p.read_volatile() }, 2 * ROUNDS, "{mode}");
-            drop(_lock);
-            assert_eq!(sec.size().unwrap(), 2 * page(), "the example grew it");
-            drop((view, sec));
-            m.unmount();
+            assert_eq!(unsafe { cell(&view) }.load(Ordering::SeqCst), 2 * ROUNDS);
         }
+
+        // This process and the Python example, taking the section lock around each add.
+        let (sec, _) = Section::create_or_open(&mnt, "Locked", page()).unwrap();
+        let view = sec.map_range(0, 8).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/counter.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(&mnt)
+            .arg("Locked")
+            .arg(ROUNDS.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn python3 examples/counter.py");
+        let p = view.as_mut_ptr().cast::<u64>();
+        for _ in 0..ROUNDS {
+            let _lock = sec.lock().unwrap();
+            // SAFETY: the view is 8 bytes; everyone changes it only under the lock.
+            unsafe { p.write_volatile(p.read_volatile() + 1) };
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: counter.py: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("status=already_exists"), "{stdout}");
+        let _lock = sec.lock().unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { p.read_volatile() }, 2 * ROUNDS, "{mode}");
+        drop(_lock);
+        assert_eq!(sec.size().unwrap(), 2 * page(), "the example grew it");
+        drop((view, sec));
+        m.unmount();
     }
 }

@@ -117,58 +117,56 @@ fn value<'a>(out: &'a [(String, String)], key: &str) -> &'a str {
 }
 
 mount_test! {
-    serial fn examples_share_one_counter() {
+    serial fn examples_share_one_counter(mode) {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            let mnt = m.path();
+        let m = Mount::new(mode);
+        let mnt = m.path();
 
-            // Each language creates its own section: status, growth and the tail.
-            for lang in LANGS {
-                let name = format!("Own{lang:?}");
-                let out = finish(lang, spawn(lang, mnt, &name, 3));
-                assert_eq!(value(&out, "status"), "created", "{mode} {lang:?}");
-                assert_eq!(value(&out, "size"), (2 * page).to_string());
-                assert_eq!(value(&out, "tail"), format!("{page}+{page}"));
-                assert_eq!(value(&out, "counter"), "3");
-                let again = finish(lang, spawn(lang, mnt, &name, 0));
-                assert_eq!(value(&again, "status"), "already_exists", "{mode} {lang:?}");
-                assert_eq!(value(&again, "counter"), "3");
-            }
-
-            // All three at once on one section: no add is lost.
-            let children: Vec<_> = LANGS
-                .iter()
-                .map(|&lang| (lang, spawn(lang, mnt, "Shared", ROUNDS)))
-                .collect();
-            let mut created = 0;
-            for (lang, child) in children {
-                let out = finish(lang, child);
-                created += usize::from(value(&out, "status") == "created");
-                assert_eq!(value(&out, "size"), (2 * page).to_string(), "{lang:?}");
-            }
-            assert_eq!(
-                created, 1,
-                "{mode}: exactly one process creates the section"
-            );
-            for lang in LANGS {
-                let out = finish(lang, spawn(lang, mnt, "Shared", 0));
-                assert_eq!(
-                    value(&out, "counter"),
-                    (3 * ROUNDS).to_string(),
-                    "{mode} {lang:?}"
-                );
-            }
-
-            // The tail holds the pid of the last process to map it.
-            let file = fs::File::open(m.section("Shared")).unwrap();
-            let mut pid = [0u8; 8];
-            file.read_exact_at(&mut pid, page).unwrap();
-            assert_ne!(u64::from_le_bytes(pid), 0, "{mode}: the tail was written");
-            drop(file);
-            m.unmount();
+        // Each language creates its own section: status, growth and the tail.
+        for lang in LANGS {
+            let name = format!("Own{lang:?}");
+            let out = finish(lang, spawn(lang, mnt, &name, 3));
+            assert_eq!(value(&out, "status"), "created", "{mode} {lang:?}");
+            assert_eq!(value(&out, "size"), (2 * page).to_string());
+            assert_eq!(value(&out, "tail"), format!("{page}+{page}"));
+            assert_eq!(value(&out, "counter"), "3");
+            let again = finish(lang, spawn(lang, mnt, &name, 0));
+            assert_eq!(value(&again, "status"), "already_exists", "{mode} {lang:?}");
+            assert_eq!(value(&again, "counter"), "3");
         }
+
+        // All three at once on one section: no add is lost.
+        let children: Vec<_> = LANGS
+            .iter()
+            .map(|&lang| (lang, spawn(lang, mnt, "Shared", ROUNDS)))
+            .collect();
+        let mut created = 0;
+        for (lang, child) in children {
+            let out = finish(lang, child);
+            created += usize::from(value(&out, "status") == "created");
+            assert_eq!(value(&out, "size"), (2 * page).to_string(), "{lang:?}");
+        }
+        assert_eq!(
+            created, 1,
+            "{mode}: exactly one process creates the section"
+        );
+        for lang in LANGS {
+            let out = finish(lang, spawn(lang, mnt, "Shared", 0));
+            assert_eq!(
+                value(&out, "counter"),
+                (3 * ROUNDS).to_string(),
+                "{mode} {lang:?}"
+            );
+        }
+
+        // The tail holds the pid of the last process to map it.
+        let file = fs::File::open(m.section("Shared")).unwrap();
+        let mut pid = [0u8; 8];
+        file.read_exact_at(&mut pid, page).unwrap();
+        assert_ne!(u64::from_le_bytes(pid), 0, "{mode}: the tail was written");
+        drop(file);
+        m.unmount();
     }
 }
 

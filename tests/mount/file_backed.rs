@@ -36,76 +36,74 @@ fn file(dir: &Path, name: &str, bytes: &[u8], mode: u32, owner: u32) -> PathBuf 
 }
 
 mount_test! {
-    fn views_map_the_file_and_growth_grows_it() {
+    fn views_map_the_file_and_growth_grows_it(mode) {
         let dir = files_dir();
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            let target = file(dir.path(), mode, &[b'f'; 8192], 0o644, 0);
-            let s = m.section("Over");
-            symlink(&target, &s).expect("ln -s FILE NAME");
-            // Shown as a regular file, not a link, owned by its creator, private to it.
-            let meta = fs::symlink_metadata(&s).expect("lstat the section");
-            assert!(meta.file_type().is_file(), "{mode}: {meta:?}");
-            assert_eq!((meta.len(), meta.mode() & 0o7777), (8192, 0o600), "{mode}");
-            let side = common::read_meta(m.path(), "Over");
-            assert_eq!(
-                side["backing"],
-                format!("file:{}", target.display()),
-                "{mode}"
-            );
-            assert_eq!(side["size"], "8192", "{mode}");
-            assert_eq!(fs::read(&s).expect("read the section"), vec![b'f'; 8192]);
+        let m = Mount::new(mode);
+        let target = file(dir.path(), mode, &[b'f'; 8192], 0o644, 0);
+        let s = m.section("Over");
+        symlink(&target, &s).expect("ln -s FILE NAME");
+        // Shown as a regular file, not a link, owned by its creator, private to it.
+        let meta = fs::symlink_metadata(&s).expect("lstat the section");
+        assert!(meta.file_type().is_file(), "{mode}: {meta:?}");
+        assert_eq!((meta.len(), meta.mode() & 0o7777), (8192, 0o600), "{mode}");
+        let side = common::read_meta(m.path(), "Over");
+        assert_eq!(
+            side["backing"],
+            format!("file:{}", target.display()),
+            "{mode}"
+        );
+        assert_eq!(side["size"], "8192", "{mode}");
+        assert_eq!(fs::read(&s).expect("read the section"), vec![b'f'; 8192]);
 
-            // A write through the section lands in the file; so does a view's store.
-            let mut f = OpenOptions::new().write(true).open(&s).expect("open rw");
-            f.write_all(b"written").expect("write");
-            drop(f);
-            let mut view = ViewHolder::start(&s, 8192);
-            assert_eq!(view.say("fill 86"), "ok", "{mode}");
-            let bytes = fs::read(&target).expect("read the file");
-            assert!(
-                bytes.iter().all(|&b| b == 86),
-                "{mode}: the file holds the view's bytes"
-            );
-            // A change to the file shows in the view (one set of pages).
-            let mut t = OpenOptions::new()
-                .write(true)
-                .open(&target)
-                .expect("open file");
-            t.write_all(&[87; 8192]).expect("write the file");
-            drop(t);
-            if mode == "passthrough=on" {
-                assert_eq!(view.say("check 87"), "ok", "{mode}");
-            }
-            let (status, err) = view.finish();
-            assert!(status.success(), "{mode}: {err}");
-
-            // Growth grows the file.
-            let f = OpenOptions::new().write(true).open(&s).expect("open rw");
-            f.set_len(1 << 20).expect("grow the section");
-            drop(f);
-            assert_eq!(
-                fs::metadata(&target).expect("stat").len(),
-                1 << 20,
-                "{mode}"
-            );
-            assert_eq!(fs::metadata(&s).expect("stat").len(), 1 << 20, "{mode}");
-
-            // Unlinking the section never touches the file.
-            fs::remove_file(&s).expect("rm the section");
-            assert!(!s.exists());
-            assert_eq!(
-                fs::metadata(&target).expect("the file stays").len(),
-                1 << 20
-            );
-            assert!(
-                fs::read_dir(m.store().join("sections"))
-                    .expect("list the store")
-                    .next()
-                    .is_none(),
-                "{mode}: only the record was in the store"
-            );
+        // A write through the section lands in the file; so does a view's store.
+        let mut f = OpenOptions::new().write(true).open(&s).expect("open rw");
+        f.write_all(b"written").expect("write");
+        drop(f);
+        let mut view = ViewHolder::start(&s, 8192);
+        assert_eq!(view.say("fill 86"), "ok", "{mode}");
+        let bytes = fs::read(&target).expect("read the file");
+        assert!(
+            bytes.iter().all(|&b| b == 86),
+            "{mode}: the file holds the view's bytes"
+        );
+        // A change to the file shows in the view (one set of pages).
+        let mut t = OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .expect("open file");
+        t.write_all(&[87; 8192]).expect("write the file");
+        drop(t);
+        if mode == "passthrough=on" {
+            assert_eq!(view.say("check 87"), "ok", "{mode}");
         }
+        let (status, err) = view.finish();
+        assert!(status.success(), "{mode}: {err}");
+
+        // Growth grows the file.
+        let f = OpenOptions::new().write(true).open(&s).expect("open rw");
+        f.set_len(1 << 20).expect("grow the section");
+        drop(f);
+        assert_eq!(
+            fs::metadata(&target).expect("stat").len(),
+            1 << 20,
+            "{mode}"
+        );
+        assert_eq!(fs::metadata(&s).expect("stat").len(), 1 << 20, "{mode}");
+
+        // Unlinking the section never touches the file.
+        fs::remove_file(&s).expect("rm the section");
+        assert!(!s.exists());
+        assert_eq!(
+            fs::metadata(&target).expect("the file stays").len(),
+            1 << 20
+        );
+        assert!(
+            fs::read_dir(m.store().join("sections"))
+                .expect("list the store")
+                .next()
+                .is_none(),
+            "{mode}: only the record was in the store"
+        );
     }
 }
 
@@ -143,78 +141,76 @@ mount_test! {
 }
 
 mount_test! {
-    fn the_file_is_opened_with_the_callers_rights() {
+    fn the_file_is_opened_with_the_callers_rights(mode) {
         let dir = files_dir();
-        for mode in common::modes() {
-            let m = Mount::new(&format!("allow_other,{mode}"));
-            users::share(&m);
-            let secret = file(dir.path(), "secret", b"root only", 0o600, 0);
-            let public = file(dir.path(), "public", b"read me", 0o644, 0);
-            let own = file(dir.path(), "own", b"mine", 0o600, A.uid);
-            let s = |n: &str| m.section(n);
-            let sp = |n: &str| s(n).into_os_string().into_string().expect("utf-8 path");
+        let m = Mount::new(&format!("allow_other,{mode}"));
+        users::share(&m);
+        let secret = file(dir.path(), "secret", b"root only", 0o600, 0);
+        let public = file(dir.path(), "public", b"read me", 0o644, 0);
+        let own = file(dir.path(), "own", b"mine", 0o600, A.uid);
+        let s = |n: &str| m.section(n);
+        let sp = |n: &str| s(n).into_os_string().into_string().expect("utf-8 path");
 
-            // A file A cannot read cannot become A's section.
-            assert_eq!(
-                A.on("symlink", &secret, &[&sp("stolen")]),
-                "EACCES",
-                "{mode}"
-            );
-            assert!(!s("stolen").exists());
+        // A file A cannot read cannot become A's section.
+        assert_eq!(
+            A.on("symlink", &secret, &[&sp("stolen")]),
+            "EACCES",
+            "{mode}"
+        );
+        assert!(!s("stolen").exists());
 
-            // A file A may only read gives a read-only section, whatever A does to it.
-            assert_eq!(A.on("symlink", &public, &[&sp("pub")]), "ok", "{mode}");
-            assert_eq!(
-                A.on("stat", &s("pub"), &[]),
-                format!("ok mode=400 uid={} gid={} size=7", A.uid, A.gid),
-                "{mode}"
+        // A file A may only read gives a read-only section, whatever A does to it.
+        assert_eq!(A.on("symlink", &public, &[&sp("pub")]), "ok", "{mode}");
+        assert_eq!(
+            A.on("stat", &s("pub"), &[]),
+            format!("ok mode=400 uid={} gid={} size=7", A.uid, A.gid),
+            "{mode}"
+        );
+        assert_eq!(A.on("cat", &s("pub"), &[]), "ok\nread me", "{mode}");
+        assert_eq!(A.on("write", &s("pub"), &[]), "EACCES", "{mode}");
+        assert_eq!(A.on("chmod", &s("pub"), &["666"]), "ok", "{mode}");
+        for (op, more) in [
+            ("write", &[][..]),
+            ("pwrite", &["0", "3"][..]),
+            ("mapw", &[]),
+            ("grow", &["100"]),
+            ("truncate", &["100"]),
+            ("fallocate", &["0", "100"]),
+            ("utime-now", &[]),
+        ] {
+            let got = A.on(op, &s("pub"), more);
+            assert!(got == "EACCES" || got == "EBADF", "{mode}: {op}: {got}");
+            let other = B.on(op, &s("pub"), more);
+            assert!(
+                other == "EACCES" || other == "EBADF",
+                "{mode}: B {op}: {other}"
             );
-            assert_eq!(A.on("cat", &s("pub"), &[]), "ok\nread me", "{mode}");
-            assert_eq!(A.on("write", &s("pub"), &[]), "EACCES", "{mode}");
-            assert_eq!(A.on("chmod", &s("pub"), &["666"]), "ok", "{mode}");
-            for (op, more) in [
-                ("write", &[][..]),
-                ("pwrite", &["0", "3"][..]),
-                ("mapw", &[]),
-                ("grow", &["100"]),
-                ("truncate", &["100"]),
-                ("fallocate", &["0", "100"]),
-                ("utime-now", &[]),
-            ] {
-                let got = A.on(op, &s("pub"), more);
-                assert!(got == "EACCES" || got == "EBADF", "{mode}: {op}: {got}");
-                let other = B.on(op, &s("pub"), more);
-                assert!(
-                    other == "EACCES" || other == "EBADF",
-                    "{mode}: B {op}: {other}"
-                );
-            }
-            // The first byte, in hex: the 'r' of "read me".
-            assert_eq!(A.on("mapr", &s("pub"), &[]), "ok 72", "{mode}");
-            assert_eq!(
-                fs::read(&public).expect("read"),
-                b"read me",
-                "{mode}: untouched"
-            );
-            assert_eq!(fs::metadata(&public).expect("stat").len(), 7);
-
-            // A file A may write gives A a read-write section, private to A.
-            assert_eq!(A.on("symlink", &own, &[&sp("mine")]), "ok", "{mode}");
-            assert_eq!(A.on("pwrite", &s("mine"), &["0", "2"]), "ok 2", "{mode}");
-            assert_eq!(fs::read(&own).expect("read"), b"qqne", "{mode}");
-            assert_eq!(B.on("read", &s("mine"), &[]), "EACCES", "{mode}");
-            // Times: "now" with write permission, as on the file itself; a chosen time only
-            // for the file's owner (A owns this one).
-            assert_eq!(A.on("utime-set", &s("mine"), &[]), "ok", "{mode}");
-            fs::set_permissions(&own, fs::Permissions::from_mode(0o666)).expect("chmod");
-            std::os::unix::fs::chown(&own, Some(0), Some(0)).expect("chown");
-            assert_eq!(A.on("utime-now", &s("mine"), &[]), "ok", "{mode}");
-            assert_eq!(A.on("utime-set", &s("mine"), &[]), "EPERM", "{mode}");
-            for f in [&secret, &public, &own] {
-                fs::remove_file(f).expect("rm");
-            }
-            m.unmount();
         }
+        // The first byte, in hex: the 'r' of "read me".
+        assert_eq!(A.on("mapr", &s("pub"), &[]), "ok 72", "{mode}");
+        assert_eq!(
+            fs::read(&public).expect("read"),
+            b"read me",
+            "{mode}: untouched"
+        );
+        assert_eq!(fs::metadata(&public).expect("stat").len(), 7);
+
+        // A file A may write gives A a read-write section, private to A.
+        assert_eq!(A.on("symlink", &own, &[&sp("mine")]), "ok", "{mode}");
+        assert_eq!(A.on("pwrite", &s("mine"), &["0", "2"]), "ok 2", "{mode}");
+        assert_eq!(fs::read(&own).expect("read"), b"qqne", "{mode}");
+        assert_eq!(B.on("read", &s("mine"), &[]), "EACCES", "{mode}");
+        // Times: "now" with write permission, as on the file itself; a chosen time only
+        // for the file's owner (A owns this one).
+        assert_eq!(A.on("utime-set", &s("mine"), &[]), "ok", "{mode}");
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o666)).expect("chmod");
+        std::os::unix::fs::chown(&own, Some(0), Some(0)).expect("chown");
+        assert_eq!(A.on("utime-now", &s("mine"), &[]), "ok", "{mode}");
+        assert_eq!(A.on("utime-set", &s("mine"), &[]), "EPERM", "{mode}");
+        for f in [&secret, &public, &own] {
+            fs::remove_file(f).expect("rm");
+        }
+        m.unmount();
     }
 }
 

@@ -1691,87 +1691,84 @@ fn other_node_types_refused(mnt: &Path) {
 
 mount_test! {
     /// `io=` in the sidecar names the data path the mount was asked for.
-    fn sidecar_io_names_the_data_path() {
-        for (mode, io) in common::modes().into_iter().zip(["passthrough", "cached"]) {
-            let mount = Mount::new(mode);
-            put(&mount.section("s"), b"x");
-            assert_eq!(read_meta(mount.path(), "s")["io"], io, "{mode}");
-            // The daemon's own log says the same.
-            assert!(
-                mount.log().contains(&format!("io={io}")),
-                "{mode}: {}",
-                mount.log()
-            );
-            mount.unmount();
-        }
+    fn sidecar_io_names_the_data_path(mode) {
+        let io = common::io_of(mode);
+        let mount = Mount::new(mode);
+        put(&mount.section("s"), b"x");
+        assert_eq!(read_meta(mount.path(), "s")["io"], io, "{mode}");
+        // The daemon's own log says the same.
+        assert!(
+            mount.log().contains(&format!("io={io}")),
+            "{mode}: {}",
+            mount.log()
+        );
+        mount.unmount();
     }
 }
 
 mount_test! {
     /// The daemon keeps no fd per idle section: its fd count after creating (and closing)
     /// thousands of sections is small, and does not grow with the number of sections.
-    fn no_fd_per_idle_section() {
+    fn no_fd_per_idle_section(mode) {
         const SECTIONS: usize = 2000;
-        for mode in common::modes() {
-            // On tmpfs, the default kind of store: removing thousands of files from the
-            // disk-backed TMPDIR afterwards takes seconds here.
-            let dir = tempfile::Builder::new()
-                .prefix("sectionfs-fds-")
-                .tempdir_in("/dev/shm")
-                .expect("a temp dir on /dev/shm");
-            let mount = Mount::with_store(&dir.path().join("store"), mode);
-            let fds = || {
-                fs::read_dir(format!("/proc/{}/fd", mount.pid()))
-                    .expect("read the daemon's fd table")
-                    .count()
-            };
-            // close(2) returns before the kernel's RELEASE reaches the daemon: let the last
-            // few releases land (an eventual count, not a timing limit).
-            let settled = |limit: usize| {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    let n = fds();
-                    if n <= limit || Instant::now() > deadline {
-                        return n;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
+        // On tmpfs, the default kind of store: removing thousands of files from the
+        // disk-backed TMPDIR afterwards takes seconds here.
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-fds-")
+            .tempdir_in("/dev/shm")
+            .expect("a temp dir on /dev/shm");
+        let mount = Mount::with_store(&dir.path().join("store"), mode);
+        let fds = || {
+            fs::read_dir(format!("/proc/{}/fd", mount.pid()))
+                .expect("read the daemon's fd table")
+                .count()
+        };
+        // close(2) returns before the kernel's RELEASE reaches the daemon: let the last
+        // few releases land (an eventual count, not a timing limit).
+        let settled = |limit: usize| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let n = fds();
+                if n <= limit || Instant::now() > deadline {
+                    return n;
                 }
-            };
-            put(&mount.section("warm"), b"x");
-            let base = fds();
-            for i in 0..SECTIONS / 2 {
-                let mut f = File::create_new(mount.section(format!("s{i}"))).unwrap();
-                f.write_all(&[1]).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
             }
-            let half = settled(base + 2);
-            for i in SECTIONS / 2..SECTIONS {
-                File::create_new(mount.section(format!("s{i}"))).unwrap();
-            }
-            // Open, read and close every section again.
-            for i in 0..SECTIONS {
-                fs::read(mount.section(format!("s{i}"))).unwrap();
-            }
-            let full = settled(base + 2);
-            assert!(
-                full <= 64 && half <= 64,
-                "{mode}: the daemon holds {full} fds with {SECTIONS} idle sections"
-            );
-            assert!(
-                full <= base + 2 && half <= base + 2,
-                "{mode}: fds grew with the sections: {base} -> {half} -> {full}"
-            );
-            // Open handles may hold files; closing them frees them again.
-            let open: Vec<File> = (0..10)
-                .map(|i| File::open(mount.section(format!("s{i}"))).unwrap())
-                .collect();
-            drop(open);
-            let after = settled(base + 2);
-            assert!(
-                after <= base + 2,
-                "{mode}: fds after closing: {base} -> {after}"
-            );
-            assert_eq!(listing(mount.path()).len(), 2 * (SECTIONS + 1));
-            mount.unmount();
+        };
+        put(&mount.section("warm"), b"x");
+        let base = fds();
+        for i in 0..SECTIONS / 2 {
+            let mut f = File::create_new(mount.section(format!("s{i}"))).unwrap();
+            f.write_all(&[1]).unwrap();
         }
+        let half = settled(base + 2);
+        for i in SECTIONS / 2..SECTIONS {
+            File::create_new(mount.section(format!("s{i}"))).unwrap();
+        }
+        // Open, read and close every section again.
+        for i in 0..SECTIONS {
+            fs::read(mount.section(format!("s{i}"))).unwrap();
+        }
+        let full = settled(base + 2);
+        assert!(
+            full <= 64 && half <= 64,
+            "{mode}: the daemon holds {full} fds with {SECTIONS} idle sections"
+        );
+        assert!(
+            full <= base + 2 && half <= base + 2,
+            "{mode}: fds grew with the sections: {base} -> {half} -> {full}"
+        );
+        // Open handles may hold files; closing them frees them again.
+        let open: Vec<File> = (0..10)
+            .map(|i| File::open(mount.section(format!("s{i}"))).unwrap())
+            .collect();
+        drop(open);
+        let after = settled(base + 2);
+        assert!(
+            after <= base + 2,
+            "{mode}: fds after closing: {base} -> {after}"
+        );
+        assert_eq!(listing(mount.path()).len(), 2 * (SECTIONS + 1));
+        mount.unmount();
     }
 }

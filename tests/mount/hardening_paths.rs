@@ -104,134 +104,130 @@ impl Drop for Bind {
 }
 
 mount_test! {
-    serial fn a_target_in_this_mount_is_refused_without_hanging() {
+    serial fn a_target_in_this_mount_is_refused_without_hanging(mode) {
         let dir = files_dir();
-        for mode in common::modes() {
-            let m = Mount::new(&format!("allow_other,{mode}"));
-            users::share(&m);
-            let conn = connection(m.path());
-            let bind_at = dir.path().join(format!("bind-{mode}"));
-            fs::create_dir(&bind_at).expect("mkdir bind point");
-            let bind = Bind::new(m.path(), &bind_at);
-            // B's own link elsewhere that leads back into the mount.
-            let b_dir = dir.path().join(format!("b-{mode}"));
-            fs::create_dir(&b_dir).expect("mkdir");
-            std::os::unix::fs::chown(&b_dir, Some(B.uid), Some(B.gid)).expect("chown");
-            common::run_ok(
-                B.command("ln")
-                    .arg("-s")
-                    .arg(m.section("neverseen3"))
-                    .arg(b_dir.join("into")),
+        let m = Mount::new(&format!("allow_other,{mode}"));
+        users::share(&m);
+        let conn = connection(m.path());
+        let bind_at = dir.path().join(format!("bind-{mode}"));
+        fs::create_dir(&bind_at).expect("mkdir bind point");
+        let bind = Bind::new(m.path(), &bind_at);
+        // B's own link elsewhere that leads back into the mount.
+        let b_dir = dir.path().join(format!("b-{mode}"));
+        fs::create_dir(&b_dir).expect("mkdir");
+        std::os::unix::fs::chown(&b_dir, Some(B.uid), Some(B.gid)).expect("chown");
+        common::run_ok(
+            B.command("ln")
+                .arg("-s")
+                .arg(m.section("neverseen3"))
+                .arg(b_dir.join("into")),
+        );
+        let targets = [
+            m.section("neverseen"),
+            m.path().join("Global").join("neverseen2"),
+            m.path().join("Local").join("neverseen4"),
+            b_dir.join("into"),
+            bind_at.join("neverseen5"),
+            // The mount point itself, and a path that walks through and out again.
+            m.path().to_path_buf(),
+            m.path().join("..").join("x"),
+        ];
+        for (i, target) in targets.iter().enumerate() {
+            let link = m.section(format!("X{i}"));
+            let got = ln_s(B, target, &link, conn);
+            assert_eq!(
+                got,
+                "EPERM",
+                "{mode}: ln -s {} {}",
+                target.display(),
+                link.display()
             );
-            let targets = [
-                m.section("neverseen"),
-                m.path().join("Global").join("neverseen2"),
-                m.path().join("Local").join("neverseen4"),
-                b_dir.join("into"),
-                bind_at.join("neverseen5"),
-                // The mount point itself, and a path that walks through and out again.
-                m.path().to_path_buf(),
-                m.path().join("..").join("x"),
-            ];
-            for (i, target) in targets.iter().enumerate() {
-                let link = m.section(format!("X{i}"));
-                let got = ln_s(B, target, &link, conn);
-                assert_eq!(
-                    got,
-                    "EPERM",
-                    "{mode}: ln -s {} {}",
-                    target.display(),
-                    link.display()
-                );
-                assert!(!link.exists(), "{mode}: {}", link.display());
-            }
-            // The mount still serves everyone, root's ls included.
-            let names = fs::read_dir(m.path()).expect("ls the root").count();
-            assert_eq!(names, 0, "{mode}");
-            assert!(
-                m.log().contains("target path reaches a FUSE filesystem"),
-                "{mode}: {}",
-                m.log()
-            );
-            drop(bind);
-            m.unmount();
+            assert!(!link.exists(), "{mode}: {}", link.display());
         }
+        // The mount still serves everyone, root's ls included.
+        let names = fs::read_dir(m.path()).expect("ls the root").count();
+        assert_eq!(names, 0, "{mode}");
+        assert!(
+            m.log().contains("target path reaches a FUSE filesystem"),
+            "{mode}: {}",
+            m.log()
+        );
+        drop(bind);
+        m.unmount();
     }
 }
 
 mount_test! {
-    serial fn no_magic_link_resolves_through_the_daemon() {
+    serial fn no_magic_link_resolves_through_the_daemon(mode) {
         let dir = files_dir();
-        for mode in common::modes() {
-            let m = Mount::new(&format!("allow_other,{mode}"));
-            users::share(&m);
-            let conn = connection(m.path());
-            let pid = m.pid();
-            // A chain B makes in a directory of its own: l1 -> l2 -> /proc/self/fd/2, and
-            // one through /dev/fd.
-            let b_dir = dir.path().join(format!("chain-{mode}"));
-            fs::create_dir(&b_dir).expect("mkdir");
-            std::os::unix::fs::chown(&b_dir, Some(B.uid), Some(B.gid)).expect("chown");
-            for (link, to) in [
-                ("l2", "/proc/self/fd/2"),
-                ("l1", "l2"),
-                ("d", "/dev/fd"),
-                ("up", ".."),
-            ] {
-                common::run_ok(B.command("ln").arg("-s").arg(to).arg(b_dir.join(link)));
-            }
-            let targets: Vec<PathBuf> = vec![
-                "/proc/self/fd/2".into(),
-                "/proc/self/cwd/Cargo.toml".into(),
-                "/proc/thread-self/fd/2".into(),
-                "/proc/self/root/etc/passwd".into(),
-                format!("/proc/{pid}/fd/2").into(),
-                format!("/proc/{pid}/cwd/Cargo.toml").into(),
-                "/dev/fd/2".into(),
-                "/dev/stdin".into(),
-                "/dev/stderr".into(),
-                b_dir.join("l1"),
-                b_dir.join("d").join("2"),
-                b_dir.join("up").join(format!("chain-{mode}")).join("l2"),
-                // A kernel interface filesystem, read-only or not, is never a section.
-                "/sys/kernel/uevent_seqnum".into(),
-            ];
-            for (i, target) in targets.iter().enumerate() {
-                let link = m.section(format!("M{i}"));
-                let got = ln_s(B, target, &link, conn);
-                assert_eq!(got, "EPERM", "{mode}: ln -s {}", target.display());
-                assert!(!link.exists(), "{mode}: {}", link.display());
-            }
-            // What B could open itself still works, through B's own links.
-            let public = dir.path().join(format!("public-{mode}"));
-            fs::write(&public, b"public").expect("write");
-            fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).expect("chmod");
-            common::run_ok(
-                B.command("ln")
-                    .arg("-s")
-                    .arg(&public)
-                    .arg(b_dir.join("pub")),
-            );
-            let via = b_dir.join("up").join(format!("chain-{mode}")).join("pub");
-            assert_eq!(ln_s(B, &via, &m.section("ok"), conn), "ok", "{mode}");
-            assert_eq!(B.on("cat", &m.section("ok"), &[]), "ok\npublic", "{mode}");
-            // fs.protected_symlinks holds as in the kernel: in sticky, world-writable /tmp-like
-            // directories B follows no link A made (A owns neither the link's directory).
-            let sticky = dir.path().join(format!("sticky-{mode}"));
-            fs::create_dir(&sticky).expect("mkdir");
-            fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).expect("chmod");
-            common::run_ok(A.command("ln").arg("-s").arg(&public).arg(sticky.join("a")));
-            let protected = fs::read_to_string("/proc/sys/fs/protected_symlinks")
-                .map(|s| s.trim() != "0")
-                .unwrap_or(false);
-            let want = if protected { "EACCES" } else { "ok" };
-            assert_eq!(
-                ln_s(B, &sticky.join("a"), &m.section("a"), conn),
-                want,
-                "{mode}"
-            );
-            m.unmount();
+        let m = Mount::new(&format!("allow_other,{mode}"));
+        users::share(&m);
+        let conn = connection(m.path());
+        let pid = m.pid();
+        // A chain B makes in a directory of its own: l1 -> l2 -> /proc/self/fd/2, and
+        // one through /dev/fd.
+        let b_dir = dir.path().join(format!("chain-{mode}"));
+        fs::create_dir(&b_dir).expect("mkdir");
+        std::os::unix::fs::chown(&b_dir, Some(B.uid), Some(B.gid)).expect("chown");
+        for (link, to) in [
+            ("l2", "/proc/self/fd/2"),
+            ("l1", "l2"),
+            ("d", "/dev/fd"),
+            ("up", ".."),
+        ] {
+            common::run_ok(B.command("ln").arg("-s").arg(to).arg(b_dir.join(link)));
         }
+        let targets: Vec<PathBuf> = vec![
+            "/proc/self/fd/2".into(),
+            "/proc/self/cwd/Cargo.toml".into(),
+            "/proc/thread-self/fd/2".into(),
+            "/proc/self/root/etc/passwd".into(),
+            format!("/proc/{pid}/fd/2").into(),
+            format!("/proc/{pid}/cwd/Cargo.toml").into(),
+            "/dev/fd/2".into(),
+            "/dev/stdin".into(),
+            "/dev/stderr".into(),
+            b_dir.join("l1"),
+            b_dir.join("d").join("2"),
+            b_dir.join("up").join(format!("chain-{mode}")).join("l2"),
+            // A kernel interface filesystem, read-only or not, is never a section.
+            "/sys/kernel/uevent_seqnum".into(),
+        ];
+        for (i, target) in targets.iter().enumerate() {
+            let link = m.section(format!("M{i}"));
+            let got = ln_s(B, target, &link, conn);
+            assert_eq!(got, "EPERM", "{mode}: ln -s {}", target.display());
+            assert!(!link.exists(), "{mode}: {}", link.display());
+        }
+        // What B could open itself still works, through B's own links.
+        let public = dir.path().join(format!("public-{mode}"));
+        fs::write(&public, b"public").expect("write");
+        fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).expect("chmod");
+        common::run_ok(
+            B.command("ln")
+                .arg("-s")
+                .arg(&public)
+                .arg(b_dir.join("pub")),
+        );
+        let via = b_dir.join("up").join(format!("chain-{mode}")).join("pub");
+        assert_eq!(ln_s(B, &via, &m.section("ok"), conn), "ok", "{mode}");
+        assert_eq!(B.on("cat", &m.section("ok"), &[]), "ok\npublic", "{mode}");
+        // fs.protected_symlinks holds as in the kernel: in sticky, world-writable /tmp-like
+        // directories B follows no link A made (A owns neither the link's directory).
+        let sticky = dir.path().join(format!("sticky-{mode}"));
+        fs::create_dir(&sticky).expect("mkdir");
+        fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        common::run_ok(A.command("ln").arg("-s").arg(&public).arg(sticky.join("a")));
+        let protected = fs::read_to_string("/proc/sys/fs/protected_symlinks")
+            .map(|s| s.trim() != "0")
+            .unwrap_or(false);
+        let want = if protected { "EACCES" } else { "ok" };
+        assert_eq!(
+            ln_s(B, &sticky.join("a"), &m.section("a"), conn),
+            want,
+            "{mode}"
+        );
+        m.unmount();
     }
 }
 

@@ -1493,20 +1493,12 @@ fn replay(ops: &[Op]) {
             mount: &mount,
             slots: Default::default(),
         };
-        if let Err(why) = run_case(&mut real, io_of(opts), ops) {
+        if let Err(why) = run_case(&mut real, common::io_of(opts), ops) {
             panic!("{opts}: {why}");
         }
         drop(real);
         mount.unmount();
     });
-}
-
-fn io_of(opts: &str) -> &'static str {
-    if opts.contains("passthrough=off") {
-        "cached"
-    } else {
-        "passthrough"
-    }
 }
 
 fn check_mode(opts: &str) {
@@ -1517,7 +1509,7 @@ fn check_mode(opts: &str) {
         mount: &mount,
         slots: Default::default(),
     };
-    run_random(opts, &mut real, io_of(opts), cases());
+    run_random(opts, &mut real, common::io_of(opts), cases());
     drop(real);
     assert!(
         !mount.log().contains("panicked"),

@@ -12,7 +12,7 @@
 
 use crate::common;
 
-use common::{Mount, ViewHolder, modes, read_meta};
+use common::{Mount, ViewHolder, read_meta};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -359,58 +359,56 @@ fn wait_handles(mount: &Mount, name: &str, want: &str) {
 }
 
 mount_test! {
-    serial fn a_mapped_section_is_not_shrunk_and_the_sole_holder_may_shrink() {
+    serial fn a_mapped_section_is_not_shrunk_and_the_sole_holder_may_shrink(opts) {
         const SIZE: u64 = 64 * 1024;
-        for opts in modes() {
-            let mount = Mount::new(opts);
-            let path = mount.section("frame");
-            let mut view = ViewHolder::start(&path, SIZE);
-            assert_eq!(view.say("fill 171"), "ok");
-            let busy = "Device or resource busy";
-            // Another process, by its own fd (ftruncate) and by path (shell O_TRUNC).
-            let e = truncate(&path, 4096).expect_err("shrink of a mapped section");
-            assert!(e.contains(busy), "{opts}: {e}");
-            let trunc = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .expect_err("O_TRUNC of a mapped section");
-            assert_eq!(trunc.raw_os_error(), Some(libc::EBUSY), "{opts}");
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE, "{opts}");
-            assert_eq!(
-                view.say("check 171"),
-                "ok",
-                "{opts}: the view keeps its bytes"
-            );
-            // The holder closes its fd but keeps its view: in passthrough mode the handle goes
-            // (the view maps the backing file) and the view is found in /proc/PID/maps; in
-            // cached mode the view keeps its handle until munmap.
-            assert_eq!(view.say("close"), "ok");
-            if opts == "passthrough=on" {
-                wait_handles(&mount, "frame", "0");
-            }
-            let e = truncate(&path, 4096).expect_err("shrink of a section still mapped");
-            assert!(e.contains(busy), "{opts}: {e}");
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE, "{opts}");
-            assert_eq!(
-                view.say("check 171"),
-                "ok",
-                "{opts}: the view keeps its bytes"
-            );
-            let (status, err) = view.finish();
-            assert!(status.success(), "{opts}: view holder: {err}");
-            // Nobody else holds it now: the sole holder may cut it.
-            truncate(&path, 4096).unwrap_or_else(|e| panic!("{opts}: sole-holder shrink: {e}"));
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096, "{opts}");
-            std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .unwrap_or_else(|e| panic!("{opts}: O_TRUNC by the sole holder: {e}"));
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "{opts}");
-            assert_eq!(read_meta(mount.path(), "frame")["size"], "0");
-            mount.unmount();
+        let mount = Mount::new(opts);
+        let path = mount.section("frame");
+        let mut view = ViewHolder::start(&path, SIZE);
+        assert_eq!(view.say("fill 171"), "ok");
+        let busy = "Device or resource busy";
+        // Another process, by its own fd (ftruncate) and by path (shell O_TRUNC).
+        let e = truncate(&path, 4096).expect_err("shrink of a mapped section");
+        assert!(e.contains(busy), "{opts}: {e}");
+        let trunc = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect_err("O_TRUNC of a mapped section");
+        assert_eq!(trunc.raw_os_error(), Some(libc::EBUSY), "{opts}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE, "{opts}");
+        assert_eq!(
+            view.say("check 171"),
+            "ok",
+            "{opts}: the view keeps its bytes"
+        );
+        // The holder closes its fd but keeps its view: in passthrough mode the handle goes
+        // (the view maps the backing file) and the view is found in /proc/PID/maps; in
+        // cached mode the view keeps its handle until munmap.
+        assert_eq!(view.say("close"), "ok");
+        if opts == "passthrough=on" {
+            wait_handles(&mount, "frame", "0");
         }
+        let e = truncate(&path, 4096).expect_err("shrink of a section still mapped");
+        assert!(e.contains(busy), "{opts}: {e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE, "{opts}");
+        assert_eq!(
+            view.say("check 171"),
+            "ok",
+            "{opts}: the view keeps its bytes"
+        );
+        let (status, err) = view.finish();
+        assert!(status.success(), "{opts}: view holder: {err}");
+        // Nobody else holds it now: the sole holder may cut it.
+        truncate(&path, 4096).unwrap_or_else(|e| panic!("{opts}: sole-holder shrink: {e}"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096, "{opts}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{opts}: O_TRUNC by the sole holder: {e}"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "{opts}");
+        assert_eq!(read_meta(mount.path(), "frame")["size"], "0");
+        mount.unmount();
     }
 }
 
@@ -446,7 +444,7 @@ fn steps(dir: &Path) -> Vec<(&'static str, bool, bool)> {
 }
 
 mount_test! {
-    fn directory_times_move_like_dev_shm() {
+    fn directory_times_move_like_dev_shm(opts) {
         let shm = tempfile::Builder::new()
             .prefix("sectionfs-times-")
             .tempdir_in("/dev/shm")
@@ -456,16 +454,14 @@ mount_test! {
             expected.iter().all(|&(_, m, c)| m && c),
             "/dev/shm: {expected:?}"
         );
-        for opts in modes() {
-            let mount = Mount::new(opts);
-            assert_eq!(steps(mount.path()), expected, "{opts}: the root");
-            // A user's namespace directory (Sessions/UID, reached through Local).
-            assert_eq!(
-                steps(&mount.section("Local/").join(".")),
-                expected,
-                "{opts}: Local/"
-            );
-            mount.unmount();
-        }
+        let mount = Mount::new(opts);
+        assert_eq!(steps(mount.path()), expected, "{opts}: the root");
+        // A user's namespace directory (Sessions/UID, reached through Local).
+        assert_eq!(
+            steps(&mount.section("Local/").join(".")),
+            expected,
+            "{opts}: Local/"
+        );
+        mount.unmount();
     }
 }

@@ -266,33 +266,31 @@ mount_test! {
 mount_test! {
     /// The daemon keeps a process's answer only while it holds handles: every process that
     /// opens and closes is forgotten (its debug log line says how many are still tracked).
-    serial fn per_process_answers_are_forgotten_when_handles_close() {
+    serial fn per_process_answers_are_forgotten_when_handles_close(opts) {
         const PROCESSES: usize = 20;
-        for opts in modes() {
-            let m = Mount::new(opts);
-            let path = m.section("Many");
-            let keep = open_or_create(&path);
-            for _ in 0..PROCESSES {
-                Client::C.ok(["open".as_ref(), path.as_os_str()]);
-            }
-            drop(keep);
-            wait_no_handles(m.path(), "Many");
-            let log = m.log();
-            let forgotten: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("released its last handle"))
-                .collect();
-            assert_eq!(forgotten.len(), PROCESSES + 1, "{opts}\n{log}");
-            assert!(
-                forgotten.iter().all(|l| l.ends_with("processes tracked")),
-                "{opts}: {forgotten:?}"
-            );
-            assert!(
-                forgotten.last().unwrap().ends_with("; 0 processes tracked"),
-                "{opts}: {forgotten:?}"
-            );
-            m.unmount();
+        let m = Mount::new(opts);
+        let path = m.section("Many");
+        let keep = open_or_create(&path);
+        for _ in 0..PROCESSES {
+            Client::C.ok(["open".as_ref(), path.as_os_str()]);
         }
+        drop(keep);
+        wait_no_handles(m.path(), "Many");
+        let log = m.log();
+        let forgotten: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("released its last handle"))
+            .collect();
+        assert_eq!(forgotten.len(), PROCESSES + 1, "{opts}\n{log}");
+        assert!(
+            forgotten.iter().all(|l| l.ends_with("processes tracked")),
+            "{opts}: {forgotten:?}"
+        );
+        assert!(
+            forgotten.last().unwrap().ends_with("; 0 processes tracked"),
+            "{opts}: {forgotten:?}"
+        );
+        m.unmount();
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{Mount, ViewHolder, is_mounted, modes, read_meta, umount};
+use common::{Mount, ViewHolder, is_mounted, read_meta, umount};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -50,48 +50,46 @@ mount_test! {
 }
 
 mount_test! {
-    fn lazy_umount_detaches_and_existing_views_keep_working() {
+    fn lazy_umount_detaches_and_existing_views_keep_working(opts) {
         const SIZE: u64 = 64 * 1024;
-        for opts in modes() {
-            let dir = tempfile::Builder::new()
-                .prefix("sectionfs-unmount-")
-                .tempdir()
-                .expect("create a temp dir for the store");
-            let store = dir.path().join("store");
-            let mount = Mount::with_store(&store, opts);
-            let mut view = ViewHolder::start(&mount.section("lazy"), SIZE);
-            assert_eq!(view.say("fill 1"), "ok");
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-unmount-")
+            .tempdir()
+            .expect("create a temp dir for the store");
+        let store = dir.path().join("store");
+        let mount = Mount::with_store(&store, opts);
+        let mut view = ViewHolder::start(&mount.section("lazy"), SIZE);
+        assert_eq!(view.say("fill 1"), "ok");
 
-            umount(mount.path(), true).unwrap_or_else(|e| panic!("{opts}: umount -l: {e}"));
-            assert!(
-                !is_mounted(mount.path()),
-                "{opts}: still mounted after umount -l"
-            );
-            assert!(
-                daemon_alive(mount.pid()),
-                "{opts}: the daemon must keep serving the detached mount's views\n{}",
-                mount.log()
-            );
-            // The view is served as before: writes, msync, and reads back.
-            assert_eq!(view.say("fill 2"), "ok", "{opts}: the view after umount -l");
-            assert_eq!(view.say("check 2"), "ok");
-            let (status, err) = view.finish();
-            assert!(status.success(), "{opts}: view holder: {status}\n{err}");
+        umount(mount.path(), true).unwrap_or_else(|e| panic!("{opts}: umount -l: {e}"));
+        assert!(
+            !is_mounted(mount.path()),
+            "{opts}: still mounted after umount -l"
+        );
+        assert!(
+            daemon_alive(mount.pid()),
+            "{opts}: the daemon must keep serving the detached mount's views\n{}",
+            mount.log()
+        );
+        // The view is served as before: writes, msync, and reads back.
+        assert_eq!(view.say("fill 2"), "ok", "{opts}: the view after umount -l");
+        assert_eq!(view.say("check 2"), "ok");
+        let (status, err) = view.finish();
+        assert!(status.success(), "{opts}: view holder: {status}\n{err}");
 
-            // The last user is gone: the daemon exits 0 (`unmount` finds no mount left and
-            // requires exactly that).
-            mount.unmount();
+        // The last user is gone: the daemon exits 0 (`unmount` finds no mount left and
+        // requires exactly that).
+        mount.unmount();
 
-            // What the view wrote after the detach is in the store.
-            let mount = Mount::with_store(&store, opts);
-            let data = fs::read(mount.section("lazy")).expect("read the section");
-            assert_eq!(data.len() as u64, SIZE);
-            assert!(
-                data.iter().all(|&b| b == 2),
-                "{opts}: the view's last writes are lost"
-            );
-            mount.unmount();
-        }
+        // What the view wrote after the detach is in the store.
+        let mount = Mount::with_store(&store, opts);
+        let data = fs::read(mount.section("lazy")).expect("read the section");
+        assert_eq!(data.len() as u64, SIZE);
+        assert!(
+            data.iter().all(|&b| b == 2),
+            "{opts}: the view's last writes are lost"
+        );
+        mount.unmount();
     }
 }
 

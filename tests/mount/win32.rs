@@ -193,93 +193,95 @@ fn wait_gone(path: &Path) {
 }
 
 mount_test! {
-    serial fn a_windows_program_compiles_unchanged_and_shares_by_name() {
-        let src = manifest().join("examples/shared_memory.c");
-        let text = fs::read_to_string(&src).expect("read the example");
-        assert!(text.contains("#include <sections.h> /* on Windows: #include <windows.h> */"));
-        let ansi = build(&src, "shared_memory", "");
-        let wide = build(&src, "shared_memory_w", "-DUNICODE");
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            for (writer, reader) in [(&ansi, &wide), (&wide, &ansi)] {
-                let mut w = Probe::start_bin(writer, m.path(), &["write"]);
-                w.expect(&["Written; press Enter to close."]);
-                let read = run_ok(
-                    Command::new(reader)
-                        .arg("read")
-                        .env("SECTIONFS_MOUNT", m.path()),
-                );
-                assert_eq!(read, "Message from first process.\n", "{mode}");
-                w.resume();
-                assert!(w.finish().success(), "{mode}");
-                // The writer held the only handle: the section is gone, as on Windows.
-                wait_gone(&m.section("MyFileMappingObject"));
-                let out = Command::new(reader)
+    serial fn a_windows_program_compiles_unchanged_and_shares_by_name(mode) {
+        // Built once for both modes.
+        static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+        let (ansi, wide) = BINS.get_or_init(|| {
+            let src = manifest().join("examples/shared_memory.c");
+            let text = fs::read_to_string(&src).expect("read the example");
+            assert!(text.contains("#include <sections.h> /* on Windows: #include <windows.h> */"));
+            (
+                build(&src, "shared_memory", ""),
+                build(&src, "shared_memory_w", "-DUNICODE"),
+            )
+        });
+        let m = Mount::new(mode);
+        for (writer, reader) in [(&ansi, &wide), (&wide, &ansi)] {
+            let mut w = Probe::start_bin(writer, m.path(), &["write"]);
+            w.expect(&["Written; press Enter to close."]);
+            let read = run_ok(
+                Command::new(reader)
                     .arg("read")
-                    .env("SECTIONFS_MOUNT", m.path())
-                    .output()
-                    .expect("run the reader");
-                assert_eq!(out.status.code(), Some(1), "{mode}");
-                assert_eq!(
-                    String::from_utf8_lossy(&out.stderr),
-                    "Could not open file mapping object (2).\n"
-                );
-            }
-            m.unmount();
+                    .env("SECTIONFS_MOUNT", m.path()),
+            );
+            assert_eq!(read, "Message from first process.\n", "{mode}");
+            w.resume();
+            assert!(w.finish().success(), "{mode}");
+            // The writer held the only handle: the section is gone, as on Windows.
+            wait_gone(&m.section("MyFileMappingObject"));
+            let out = Command::new(reader)
+                .arg("read")
+                .env("SECTIONFS_MOUNT", m.path())
+                .output()
+                .expect("run the reader");
+            assert_eq!(out.status.code(), Some(1), "{mode}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                "Could not open file mapping object (2).\n"
+            );
         }
+        m.unmount();
     }
 }
 
 mount_test! {
-    serial fn exactly_one_creator_among_racing_processes_and_threads() {
+    serial fn exactly_one_creator_among_racing_processes_and_threads(mode) {
         const RACERS: usize = 8;
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            let gate = tempfile::tempdir().expect("temp dir");
-            for round in 0..5 {
-                let go = gate.path().join(format!("go{round}"));
-                let name = format!("Race{round}");
-                let go_arg = go.to_str().unwrap();
-                let mut racers: Vec<Probe> = (0..RACERS)
-                    .map(|_| {
-                        Probe::start(
-                            m.path(),
-                            &["go", go_arg, "create", &name, "4096", "rw", "wait", "close"],
-                        )
-                    })
-                    .collect();
-                fs::write(&go, b"").expect("open the gate");
-                let mut answers = Vec::new();
-                for r in &mut racers {
-                    r.expect(&["go=ok"]);
-                    answers.push(r.line());
-                }
-                let created = answers.iter().filter(|a| *a == "create=0").count();
-                let found = answers.iter().filter(|a| *a == "create=183").count();
-                assert_eq!(
-                    (created, found),
-                    (1, RACERS - 1),
-                    "{mode} round {round}: {answers:?}"
-                );
-                for mut r in racers {
-                    r.resume();
-                    r.expect(&["wait=ok", "close=ok"]);
-                    assert!(r.finish().success());
-                }
-                wait_gone(&m.section(&name));
+        let m = Mount::new(mode);
+        let gate = tempfile::tempdir().expect("temp dir");
+        for round in 0..5 {
+            let go = gate.path().join(format!("go{round}"));
+            let name = format!("Race{round}");
+            let go_arg = go.to_str().unwrap();
+            let mut racers: Vec<Probe> = (0..RACERS)
+                .map(|_| {
+                    Probe::start(
+                        m.path(),
+                        &["go", go_arg, "create", &name, "4096", "rw", "wait", "close"],
+                    )
+                })
+                .collect();
+            fs::write(&go, b"").expect("open the gate");
+            let mut answers = Vec::new();
+            for r in &mut racers {
+                r.expect(&["go=ok"]);
+                answers.push(r.line());
             }
-            // Threads of one process: each has its own GetLastError.
-            for round in 0..5 {
-                let name = format!("Threads{round}");
-                assert_eq!(
-                    run_ok_lines(m.path(), &["threads", &name, "8", "tls"]),
-                    ["creators=1 exists=7 other=0", "tls=ok"],
-                    "{mode} round {round}"
-                );
-                wait_gone(&m.section(&name));
+            let created = answers.iter().filter(|a| *a == "create=0").count();
+            let found = answers.iter().filter(|a| *a == "create=183").count();
+            assert_eq!(
+                (created, found),
+                (1, RACERS - 1),
+                "{mode} round {round}: {answers:?}"
+            );
+            for mut r in racers {
+                r.resume();
+                r.expect(&["wait=ok", "close=ok"]);
+                assert!(r.finish().success());
             }
-            m.unmount();
+            wait_gone(&m.section(&name));
         }
+        // Threads of one process: each has its own GetLastError.
+        for round in 0..5 {
+            let name = format!("Threads{round}");
+            assert_eq!(
+                run_ok_lines(m.path(), &["threads", &name, "8", "tls"]),
+                ["creators=1 exists=7 other=0", "tls=ok"],
+                "{mode} round {round}"
+            );
+            wait_gone(&m.section(&name));
+        }
+        m.unmount();
     }
 }
 
@@ -451,113 +453,111 @@ mount_test! {
 }
 
 mount_test! {
-    serial fn namespaces_names_and_wide_names() {
+    serial fn namespaces_names_and_wide_names(mode) {
         let long = "n".repeat(251);
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            let mut a = Probe::start(
+        let m = Mount::new(mode);
+        let mut a = Probe::start(
+            m.path(),
+            &[
+                "create",
+                "Local\\N",
+                "4096",
+                "rw",
+                "map",
+                "w",
+                "0",
+                "0",
+                "write",
+                "0",
+                "local",
+                "create",
+                "Global\\N",
+                "4096",
+                "rw",
+                "map",
+                "w",
+                "0",
+                "0",
+                "write",
+                "0",
+                "global",
+                "createw",
+                "Grüße😀",
+                "4096",
+                "wait",
+            ],
+        );
+        a.expect(&[
+            "create=0", "map=ok", "write=ok", "create=0", "map=ok", "write=ok", "create=0",
+        ]);
+        // Global\ is the root; Local\ is the caller's own namespace, a different section.
+        let uid = unsafe { libc::geteuid() };
+        let local = fs::read(m.path().join(format!("Sessions/{uid}/N"))).expect("Local N");
+        assert!(local.starts_with(b"local\0"), "{mode}");
+        assert!(fs::read(m.section("N")).unwrap().starts_with(b"global\0"));
+        assert!(
+            m.section("Grüße😀").exists(),
+            "{mode}: the UTF-16 name as UTF-8"
+        );
+        assert_eq!(
+            run_ok_lines(
                 m.path(),
                 &[
                     "create",
+                    "N",
+                    "4096",
+                    "rw",
+                    "open",
                     "Local\\N",
-                    "4096",
-                    "rw",
+                    "r",
                     "map",
-                    "w",
+                    "r",
                     "0",
                     "0",
-                    "write",
+                    "read",
                     "0",
-                    "local",
-                    "create",
-                    "Global\\N",
-                    "4096",
-                    "rw",
-                    "map",
-                    "w",
-                    "0",
-                    "0",
-                    "write",
-                    "0",
-                    "global",
+                    "8",
                     "createw",
                     "Grüße😀",
-                    "4096",
-                    "wait",
-                ],
-            );
-            a.expect(&[
-                "create=0", "map=ok", "write=ok", "create=0", "map=ok", "write=ok", "create=0",
-            ]);
-            // Global\ is the root; Local\ is the caller's own namespace, a different section.
-            let uid = unsafe { libc::geteuid() };
-            let local = fs::read(m.path().join(format!("Sessions/{uid}/N"))).expect("Local N");
-            assert!(local.starts_with(b"local\0"), "{mode}");
-            assert!(fs::read(m.section("N")).unwrap().starts_with(b"global\0"));
-            assert!(
-                m.section("Grüße😀").exists(),
-                "{mode}: the UTF-16 name as UTF-8"
-            );
-            assert_eq!(
-                run_ok_lines(
-                    m.path(),
-                    &[
-                        "create",
-                        "N",
-                        "4096",
-                        "rw",
-                        "open",
-                        "Local\\N",
-                        "r",
-                        "map",
-                        "r",
-                        "0",
-                        "0",
-                        "read",
-                        "0",
-                        "8",
-                        "createw",
-                        "Grüße😀",
-                        "1",
-                    ]
-                ),
-                ["create=183", "open=0", "map=ok", "read=local", "create=183"],
-                "{mode}"
-            );
-            // A backslash other than the prefix's, and what no file name can be.
-            let refused: Vec<String> = [
-                "a\\b",
-                "Global\\a\\b",
-                "Local\\",
-                "Session\\1\\x",
-                "a/b",
-                "x.meta",
-                "..",
-                &long,
-            ]
-            .iter()
-            .flat_map(|n| run_ok_lines(m.path(), &["create", n, "4096", "rw"]))
-            .collect();
-            assert_eq!(
-                refused,
-                [
-                    "create=fail:87",
-                    "create=fail:87",
-                    "create=fail:87",
-                    "create=fail:87",
-                    "create=fail:87",
-                    "create=fail:87",
-                    "create=fail:87",
-                    "create=fail:206"
-                ],
-                "{mode}"
-            );
-            a.resume();
-            assert!(a.finish().success());
-            wait_gone(&m.section("N"));
-            wait_gone(&m.section("Grüße😀"));
-            m.unmount();
-        }
+                    "1",
+                ]
+            ),
+            ["create=183", "open=0", "map=ok", "read=local", "create=183"],
+            "{mode}"
+        );
+        // A backslash other than the prefix's, and what no file name can be.
+        let refused: Vec<String> = [
+            "a\\b",
+            "Global\\a\\b",
+            "Local\\",
+            "Session\\1\\x",
+            "a/b",
+            "x.meta",
+            "..",
+            &long,
+        ]
+        .iter()
+        .flat_map(|n| run_ok_lines(m.path(), &["create", n, "4096", "rw"]))
+        .collect();
+        assert_eq!(
+            refused,
+            [
+                "create=fail:87",
+                "create=fail:87",
+                "create=fail:87",
+                "create=fail:87",
+                "create=fail:87",
+                "create=fail:87",
+                "create=fail:87",
+                "create=fail:206"
+            ],
+            "{mode}"
+        );
+        a.resume();
+        assert!(a.finish().success());
+        wait_gone(&m.section("N"));
+        wait_gone(&m.section("Grüße😀"));
+        m.unmount();
     }
 }
 
@@ -593,94 +593,92 @@ mount_test! {
 }
 
 mount_test! {
-    serial fn a_section_over_a_file_handle() {
+    serial fn a_section_over_a_file_handle(mode) {
         let dir = tempfile::tempdir().expect("temp dir");
         let empty = dir.path().join("empty");
         fs::write(&empty, b"").unwrap();
-        for mode in common::modes() {
-            let m = Mount::new(mode);
-            let file = dir.path().join(format!("data-{}", mode.replace('=', "-")));
-            fs::write(&file, b"filedata").unwrap();
-            let path = file.to_str().unwrap();
-            let mut a = Probe::start(
+        let m = Mount::new(mode);
+        let file = dir.path().join(format!("data-{}", mode.replace('=', "-")));
+        fs::write(&file, b"filedata").unwrap();
+        let path = file.to_str().unwrap();
+        let mut a = Probe::start(
+            m.path(),
+            &[
+                "file", path, "8192", "F", "rw", "map", "w", "0", "0", "read", "0", "8", "write",
+                "0", "FILE", "flush", "wait", "close", "unmap",
+            ],
+        );
+        a.expect(&[
+            "create=0",
+            "map=ok",
+            "read=filedata",
+            "write=ok",
+            "flush=ok",
+        ]);
+        // The file grew to the section's size and holds what the view wrote.
+        let bytes = fs::read(&file).unwrap();
+        assert_eq!(bytes.len(), 8192, "{mode}");
+        assert!(
+            bytes.starts_with(b"FILE\0ata"),
+            "{mode}: {:?}",
+            &bytes[..16]
+        );
+        let meta = common::read_meta(m.path(), "F");
+        assert_eq!(meta["backing"], format!("file:{path}"), "{mode}");
+        assert_eq!(meta["lifetime"], "handles", "{mode}");
+        // Another process opens it by name; an unnamed section over the file, read-only.
+        assert_eq!(
+            run_ok_lines(
                 m.path(),
                 &[
-                    "file", path, "8192", "F", "rw", "map", "w", "0", "0", "read", "0", "8", "write",
-                    "0", "FILE", "flush", "wait", "close", "unmap",
-                ],
-            );
-            a.expect(&[
+                    "open", "F", "r", "map", "r", "0", "0", "read", "0", "4", "file", path, "0",
+                    "-", "ro", "map", "r", "0", "0", "read", "0", "4", "size"
+                ]
+            ),
+            [
+                "open=0",
+                "map=ok",
+                "read=FILE",
                 "create=0",
                 "map=ok",
-                "read=filedata",
-                "write=ok",
-                "flush=ok",
-            ]);
-            // The file grew to the section's size and holds what the view wrote.
-            let bytes = fs::read(&file).unwrap();
-            assert_eq!(bytes.len(), 8192, "{mode}");
-            assert!(
-                bytes.starts_with(b"FILE\0ata"),
-                "{mode}: {:?}",
-                &bytes[..16]
-            );
-            let meta = common::read_meta(m.path(), "F");
-            assert_eq!(meta["backing"], format!("file:{path}"), "{mode}");
-            assert_eq!(meta["lifetime"], "handles", "{mode}");
-            // Another process opens it by name; an unnamed section over the file, read-only.
-            assert_eq!(
-                run_ok_lines(
-                    m.path(),
-                    &[
-                        "open", "F", "r", "map", "r", "0", "0", "read", "0", "4", "file", path, "0",
-                        "-", "ro", "map", "r", "0", "0", "read", "0", "4", "size"
-                    ]
-                ),
-                [
-                    "open=0",
-                    "map=ok",
-                    "read=FILE",
-                    "create=0",
-                    "map=ok",
-                    "read=FILE",
-                    "size=8192"
-                ],
-                "{mode}"
-            );
-            // A file of size 0 with size 0, and a read-only file asked to grow.
-            let empty_path = empty.to_str().unwrap();
-            assert_eq!(
-                run_ok_lines(
-                    m.path(),
-                    &[
-                        "file",
-                        empty_path,
-                        "0",
-                        "E",
-                        "ro",
-                        "file",
-                        path,
-                        "16384",
-                        "G",
-                        "ro",
-                        "file",
-                        path,
-                        "0",
-                        "Global\\a\\b",
-                        "rw"
-                    ]
-                ),
-                ["create=fail:1006", "create=fail:5", "create=fail:87"],
-                "{mode}"
-            );
-            a.resume();
-            a.expect(&["wait=ok", "close=ok", "unmap=ok"]);
-            assert!(a.finish().success());
-            // The section goes with its last handle and view; the file stays.
-            wait_gone(&m.section("F"));
-            assert_eq!(fs::read(&file).unwrap().len(), 8192, "{mode}");
-            m.unmount();
-        }
+                "read=FILE",
+                "size=8192"
+            ],
+            "{mode}"
+        );
+        // A file of size 0 with size 0, and a read-only file asked to grow.
+        let empty_path = empty.to_str().unwrap();
+        assert_eq!(
+            run_ok_lines(
+                m.path(),
+                &[
+                    "file",
+                    empty_path,
+                    "0",
+                    "E",
+                    "ro",
+                    "file",
+                    path,
+                    "16384",
+                    "G",
+                    "ro",
+                    "file",
+                    path,
+                    "0",
+                    "Global\\a\\b",
+                    "rw"
+                ]
+            ),
+            ["create=fail:1006", "create=fail:5", "create=fail:87"],
+            "{mode}"
+        );
+        a.resume();
+        a.expect(&["wait=ok", "close=ok", "unmap=ok"]);
+        assert!(a.finish().success());
+        // The section goes with its last handle and view; the file stays.
+        wait_gone(&m.section("F"));
+        assert_eq!(fs::read(&file).unwrap().len(), 8192, "{mode}");
+        m.unmount();
     }
 }
 
