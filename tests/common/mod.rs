@@ -149,15 +149,7 @@ impl Mount {
     }
 
     fn try_start_logging(store: Option<&Path>, opts: &str, level: &str) -> Result<Mount, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("sectionfs-test-")
-            .tempdir()
-            .expect("create a temp dir for the mount");
-        // The mount table holds canonical paths; the temp dir may sit behind a symlink.
-        let root = dir
-            .path()
-            .canonicalize()
-            .expect("canonicalize the temp dir");
+        let (dir, root) = canonical_temp_dir("sectionfs-test-");
         let mnt = root.join("mnt");
         fs::create_dir(&mnt).expect("create the mountpoint");
         let store = match store {
@@ -416,6 +408,20 @@ impl Drop for Mount {
     }
 }
 
+/// A fresh private temp dir and its canonical path: the mount table holds canonical paths,
+/// and the temp dir may sit behind a symlink.
+fn canonical_temp_dir(prefix: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temp dir");
+    let path = dir
+        .path()
+        .canonicalize()
+        .expect("canonicalize the temp dir");
+    (dir, path)
+}
+
 /// The daemon binary cargo built for these tests.
 pub fn daemon_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sectionfs"))
@@ -532,6 +538,28 @@ pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
         }
     }
     Err(err)
+}
+
+/// A path as a C string (test paths hold no NUL).
+pub fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL in a test path")
+}
+
+/// The errno of the libc call that just failed.
+pub fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+/// open(2) with O_CLOEXEC: the descriptor, or the errno.
+pub fn open_fd(path: &Path, flags: i32, mode: u32) -> Result<std::os::fd::OwnedFd, i32> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a NUL-terminated path; the fd returned is ours alone.
+    let fd = unsafe { libc::open(cpath(path).as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: fd was just returned by open.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Runs `bash -c cmd` and returns its output, whatever its status.
@@ -882,16 +910,8 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// A tmpfs of `size` (as tmpfs's `size=` takes it: `16m`, `128m`), mode 0700.
     pub fn new(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("sectionfs-tmpfs-")
-            .tempdir()
-            .expect("create a temp dir for the tmpfs");
-        // The mount table holds canonical paths; the temp dir may sit behind a symlink.
-        let fs = dir
-            .path()
-            .canonicalize()
-            .expect("canonicalize the temp dir")
-            .join("fs");
+        let (dir, root) = canonical_temp_dir("sectionfs-tmpfs-");
+        let fs = root.join("fs");
         fs::create_dir(&fs).expect("create the tmpfs mountpoint");
         run_ok(
             Command::new("mount")

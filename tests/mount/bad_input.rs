@@ -6,11 +6,12 @@
 //! its log must hold no panic.
 
 use crate::common;
+use common::{cpath, last_errno, open_fd as open};
 
 use common::Mount;
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -59,26 +60,8 @@ struct Row {
     check: Check,
 }
 
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-}
-
 fn rc(r: libc::c_int) -> Result<(), i32> {
     if r == 0 { Ok(()) } else { Err(last_errno()) }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL in a test path")
-}
-
-fn open(path: &Path, flags: i32, mode: u32) -> Result<OwnedFd, i32> {
-    // SAFETY: a NUL-terminated path; the fd returned is ours alone.
-    let fd = unsafe { libc::open(cpath(path).as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: fd was just returned by open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn create(fx: &Fixture, name: &[u8]) -> Result<(), i32> {

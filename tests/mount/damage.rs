@@ -7,12 +7,12 @@
 //! of a rename cut short by a crash: the newer record wins and the other file goes.
 
 use crate::common;
+use common::cpath;
 
 use common::Mount;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -385,10 +385,6 @@ fn mkfifo(path: &Path) {
     let c = cpath(path);
     // SAFETY: NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
-fn cpath(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
 }
 
 mount_test! {

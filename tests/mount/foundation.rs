@@ -10,6 +10,7 @@
 //! and `foundation_cli.rs`.
 
 use crate::common;
+use common::cpath;
 
 use common::{CLIENTS, Client, Mount, read_meta, sh};
 use std::ffi::{CString, OsStr, OsString};
@@ -290,10 +291,6 @@ fn size(path: &Path) -> u64 {
     fs::metadata(path)
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
         .len()
-}
-
-fn cpath(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).expect("no NUL in a test path")
 }
 
 /// A libc call's result as io::Result.

@@ -18,6 +18,7 @@
 //! failures are kept at the end as named tests (`replay`), run both ways.
 
 use crate::common;
+use common::{cpath, last_errno, open_fd as open};
 
 use common::Mount;
 use proptest::prelude::*;
@@ -27,11 +28,11 @@ use sectionfs::sections::{AttrChange, Caller, Kind, Options, SIDECAR_BIT, Sectio
 use sectionfs::store::{Commit, Lifetime, Store};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fmt;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 const DEFAULT_CASES: u32 = 128;
@@ -619,24 +620,6 @@ enum Got {
 struct Real<'a> {
     mount: &'a Mount,
     slots: [Option<OwnedFd>; SLOTS],
-}
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL in a test path")
-}
-
-fn open(path: &Path, flags: i32, mode: u32) -> Result<OwnedFd, i32> {
-    // SAFETY: a NUL-terminated path; the fd returned is ours alone.
-    let fd = unsafe { libc::open(cpath(path).as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: fd was just returned by open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn check(rc: libc::c_int) -> Result<Got, i32> {

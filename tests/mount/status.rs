@@ -191,25 +191,9 @@ mount_test! {
 
 /// `user.sectionfs.KEY` of `path`, read by this test process (which may hold a handle).
 fn xattr(path: &Path, key: &str) -> String {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let c_name = std::ffi::CString::new(format!("user.sectionfs.{key}")).unwrap();
-    let mut buf = [0u8; 4096];
-    // SAFETY: NUL-terminated strings and a buffer valid for its length.
-    let n = unsafe {
-        libc::getxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert!(
-        n >= 0,
-        "getxattr {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    String::from_utf8(buf[..n as usize].to_vec()).unwrap()
+    let value = common::get_xattr(path, &format!("user.sectionfs.{key}"))
+        .unwrap_or_else(|e| panic!("getxattr {}: {e}", path.display()));
+    String::from_utf8(value).unwrap()
 }
 
 /// Python threads are kernel threads with their own ids: one opens, a sibling reads.
