@@ -3,7 +3,8 @@
 # runs every test. `.ci/run` is this script and nothing more, so CI proves the README.
 #
 #   ./mount-scripts/test.sh              everything (unit, mount, client and doc tests)
-#   ./mount-scripts/test.sh ARGS...      `cargo test ARGS` instead (e.g. `--test crash`)
+#   ./mount-scripts/test.sh ARGS...      `cargo test ARGS` instead (e.g. `--test mount model::`,
+#                                        `--test crash`)
 #
 # Needs root for the apt step only when something is missing (the mount tests need root
 # anyway: they mount through /dev/fuse and act as other users).

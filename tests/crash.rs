@@ -10,9 +10,10 @@
 //! `SECTIONFS_CRASH_ITERATIONS` sets the number of cycles per data mode (default 20);
 //! `SECTIONFS_CRASH_SEED` replays the kill points of a failed run (its seed is printed).
 
+#[macro_use]
 mod common;
 
-use common::{Mount, ViewHolder, c_program, crc32, read_meta, require_fuse};
+use common::{Mount, ViewHolder, c_program, crc32, read_meta};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,50 +30,50 @@ const WRITER_DEADLINE: Duration = Duration::from_secs(20);
 /// Per cycle: (subcommand of crash_writer, how many writers of that kind).
 const WRITERS: [(&str, usize); 2] = [("write", 2), ("map", 2)];
 
-#[test]
-fn acknowledged_writes_survive_sigkill_passthrough() {
-    crash_cycles("passthrough=on", "passthrough");
-}
-
-#[test]
-fn acknowledged_writes_survive_sigkill_cached() {
-    crash_cycles("passthrough=off", "cached");
-}
-
-/// In passthrough mode a view maps the backing file itself: it keeps working after the
-/// daemon dies, and what it wrote is in the section when the store is mounted again.
-#[test]
-fn passthrough_view_outlives_the_daemon() {
-    if !require_fuse() {
-        return;
+mount_test! {
+    fn acknowledged_writes_survive_sigkill_passthrough() {
+        crash_cycles("passthrough=on", "passthrough");
     }
-    const SIZE: u64 = 256 * 1024;
-    let dir = tempfile::Builder::new()
-        .prefix("sectionfs-crash-")
-        .tempdir()
-        .expect("create a temp dir for the store");
-    let store = dir.path().join("store");
-    let mut mount = Mount::with_store(&store, "passthrough=on");
-    let mut view = ViewHolder::start(&mount.section("kept"), SIZE);
-    assert_eq!(view.say("fill 65"), "ok");
-    // The fd goes too: only the view is left holding the section.
-    assert_eq!(view.say("close"), "ok");
-    mount.kill9();
-    // Writes through the view after the crash, msync included, must neither fault nor fail.
-    assert_eq!(view.say("fill 66"), "ok");
-    assert_eq!(view.say("check 66"), "ok");
-    let (status, err) = view.finish();
-    assert!(status.success(), "view holder: {status}\n{err}");
+}
 
-    let mount = Mount::with_store(&store, "passthrough=on");
-    let data = std::fs::read(mount.section("kept")).expect("read the section after the restart");
-    assert_eq!(data.len() as u64, SIZE);
-    assert!(
-        data.iter().all(|&b| b == 66),
-        "the writes made through the view after the crash are not all in the store"
-    );
-    assert_clean_log(&mount.log(), "remount after the view outlived its daemon");
-    mount.unmount();
+mount_test! {
+    fn acknowledged_writes_survive_sigkill_cached() {
+        crash_cycles("passthrough=off", "cached");
+    }
+}
+
+mount_test! {
+    /// In passthrough mode a view maps the backing file itself: it keeps working after the
+    /// daemon dies, and what it wrote is in the section when the store is mounted again.
+    fn passthrough_view_outlives_the_daemon() {
+        const SIZE: u64 = 256 * 1024;
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-crash-")
+            .tempdir()
+            .expect("create a temp dir for the store");
+        let store = dir.path().join("store");
+        let mut mount = Mount::with_store(&store, "passthrough=on");
+        let mut view = ViewHolder::start(&mount.section("kept"), SIZE);
+        assert_eq!(view.say("fill 65"), "ok");
+        // The fd goes too: only the view is left holding the section.
+        assert_eq!(view.say("close"), "ok");
+        mount.kill9();
+        // Writes through the view after the crash, msync included, must neither fault nor fail.
+        assert_eq!(view.say("fill 66"), "ok");
+        assert_eq!(view.say("check 66"), "ok");
+        let (status, err) = view.finish();
+        assert!(status.success(), "view holder: {status}\n{err}");
+
+        let mount = Mount::with_store(&store, "passthrough=on");
+        let data = std::fs::read(mount.section("kept")).expect("read the section after the restart");
+        assert_eq!(data.len() as u64, SIZE);
+        assert!(
+            data.iter().all(|&b| b == 66),
+            "the writes made through the view after the crash are not all in the store"
+        );
+        assert_clean_log(&mount.log(), "remount after the view outlived its daemon");
+        mount.unmount();
+    }
 }
 
 /// What one writer acknowledged: its section, its pid, its records and sizes.
@@ -89,9 +90,6 @@ struct Acked {
 }
 
 fn crash_cycles(opts: &str, io: &str) {
-    if !require_fuse() {
-        return;
-    }
     let iterations = std::env::var("SECTIONFS_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())

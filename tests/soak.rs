@@ -7,9 +7,10 @@
 //!
 //! `SECTIONFS_SOAK_SECS` sets the duration (default 30 s when CI=true, 10 s otherwise).
 
+#[macro_use]
 mod common;
 
-use common::{Mount, crc32, require_fuse};
+use common::{Mount, crc32};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,20 +26,19 @@ const RSS_SLACK_KIB: u64 = 16 * 1024;
 /// How long the daemon may take to process the releases of exited workers.
 const SETTLE: Duration = Duration::from_secs(10);
 
-#[test]
-fn soak_passthrough() {
-    soak("passthrough=on");
+mount_test! {
+    fn soak_passthrough() {
+        soak("passthrough=on");
+    }
 }
 
-#[test]
-fn soak_cached() {
-    soak("passthrough=off");
+mount_test! {
+    fn soak_cached() {
+        soak("passthrough=off");
+    }
 }
 
 fn soak(opts: &str) {
-    if !require_fuse() {
-        return;
-    }
     let secs: f64 = std::env::var("SECTIONFS_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,8 +1,9 @@
 //! Shared helpers for the mount tests: an RAII guard around one daemon and its
 //! mount, the C and Python section clients, and small process helpers.
 //!
-//! Use it from a test file as `mod common;`. Each test file uses a different
-//! subset of these helpers, hence the module-wide `dead_code` allowance.
+//! `tests/mount/main.rs` includes it (with `#[macro_use]`, for `mount_test!`), and so do
+//! the slow tiers and the benchmark; each uses a different subset of these helpers, hence
+//! the module-wide `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ use tempfile::TempDir;
 /// How long the daemon may take to show its mount, and to exit after umount.
 const DEADLINE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(10);
+/// How much of the daemon's log a failing test prints (debug logs run long).
+const LOG_TAIL_LINES: usize = 200;
 
 /// One running `sectionfs -f` and its mount in a private temp dir.
 ///
@@ -41,49 +44,112 @@ pub struct Mount {
     _dir: TempDir,
 }
 
+/// How a [`Mount`] is started: `Mount::builder().opts("passthrough=off").start()`.
+/// Defaults: a fresh private store, no `-o`, the daemon logging at debug, the mount closed
+/// to other users.
+#[derive(Clone, Debug, Default)]
+pub struct MountBuilder {
+    store: Option<PathBuf>,
+    opts: Vec<String>,
+    log_level: Option<&'static str>,
+    allow_other: bool,
+}
+
+impl MountBuilder {
+    /// Serves an existing store (e.g. the store of a killed daemon, or one on a [`Tmpfs`]).
+    pub fn store(mut self, store: impl AsRef<Path>) -> Self {
+        self.store = Some(store.as_ref().to_path_buf());
+        self
+    }
+
+    /// Adds `-o` options (comma-separated; empty adds nothing).
+    pub fn opts(mut self, opts: &str) -> Self {
+        if !opts.is_empty() {
+            self.opts.push(opts.to_owned());
+        }
+        self
+    }
+
+    /// The daemon's `RUST_LOG` (default `debug`; `info` is what production logs). A
+    /// `RUST_LOG` in the test's environment wins.
+    pub fn log_level(mut self, level: &'static str) -> Self {
+        self.log_level = Some(level);
+        self
+    }
+
+    /// A root mount every user may enter, like /dev/shm: `-o allow_other`, and the
+    /// directory holding the mountpoint searchable by all (it is private otherwise).
+    pub fn allow_other(mut self) -> Self {
+        self.allow_other = true;
+        self
+    }
+
+    /// Starts the daemon and waits for its mount; panics with its log if it fails.
+    pub fn start(self) -> Mount {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `start`, but a daemon that exits or never mounts is an `Err` holding its exit
+    /// status and log, for tests of refused options and mounts.
+    pub fn try_start(self) -> Result<Mount, String> {
+        let mut opts = self.opts;
+        if self.allow_other {
+            opts.insert(0, "allow_other".to_owned());
+        }
+        let mount = Mount::try_start_logging(
+            self.store.as_deref(),
+            &opts.join(","),
+            self.log_level.unwrap_or("debug"),
+        )?;
+        if self.allow_other {
+            share(&mount);
+        }
+        Ok(mount)
+    }
+}
+
+/// Lets other users search the directory holding a mountpoint (a private temp dir
+/// otherwise): the mount itself decides who may enter.
+pub fn share(mount: &Mount) {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = mount.path().parent().expect("the mountpoint has a parent");
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o711)).expect("chmod 0711");
+}
+
 impl Mount {
+    /// How to start one; the shorthands below cover the common cases.
+    pub fn builder() -> MountBuilder {
+        MountBuilder::default()
+    }
+
     /// Mounts a fresh store. `opts` is the `-o` argument (none if empty).
     pub fn new(opts: &str) -> Mount {
-        Mount::try_start(None, opts).unwrap_or_else(|e| panic!("{e}"))
+        Mount::builder().opts(opts).start()
     }
 
     /// Mounts an existing store, e.g. the store of a killed daemon.
     pub fn with_store(store: &Path, opts: &str) -> Mount {
-        Mount::try_start(Some(store), opts).unwrap_or_else(|e| panic!("{e}"))
+        Mount::builder().store(store).opts(opts).start()
     }
 
-    /// Like `new`, but a daemon that exits or never mounts is an `Err` holding
-    /// its exit status and log, for tests of refused options.
+    /// Like `new`, but a daemon that exits or never mounts is an `Err`.
     pub fn try_new(opts: &str) -> Result<Mount, String> {
-        Mount::try_start(None, opts)
+        Mount::builder().opts(opts).try_start()
     }
 
-    /// Like `with_store`, but a daemon that exits or never mounts is an `Err`
-    /// holding its exit status and log, for tests of refused mounts.
+    /// Like `with_store`, but a daemon that exits or never mounts is an `Err`.
     pub fn try_with_store(store: &Path, opts: &str) -> Result<Mount, String> {
-        Mount::try_start(Some(store), opts)
+        Mount::builder().store(store).opts(opts).try_start()
     }
 
     /// Like `new`, with the daemon logging at its default level (info) instead of debug:
     /// for tests of what reaches the log in production.
     pub fn new_quiet(opts: &str) -> Mount {
-        Mount::try_start_logging(None, opts, "info").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn try_start(store: Option<&Path>, opts: &str) -> Result<Mount, String> {
-        Mount::try_start_logging(store, opts, "debug")
+        Mount::builder().opts(opts).log_level("info").start()
     }
 
     fn try_start_logging(store: Option<&Path>, opts: &str, level: &str) -> Result<Mount, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("sectionfs-test-")
-            .tempdir()
-            .expect("create a temp dir for the mount");
-        // The mount table holds canonical paths; the temp dir may sit behind a symlink.
-        let root = dir
-            .path()
-            .canonicalize()
-            .expect("canonicalize the temp dir");
+        let (dir, root) = canonical_temp_dir("sectionfs-test-");
         let mnt = root.join("mnt");
         fs::create_dir(&mnt).expect("create the mountpoint");
         let store = match store {
@@ -293,6 +359,23 @@ impl Mount {
         }
     }
 
+    /// The last `lines` lines of the daemon's log, framed like `log_report`.
+    fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.trim_end().lines().collect();
+        let skipped = all.len().saturating_sub(lines);
+        format!(
+            "----- sectionfs log ({}{}) -----\n{}\n----- end of sectionfs log -----",
+            self.log_path.display(),
+            if skipped > 0 {
+                format!(", last {lines} lines")
+            } else {
+                String::new()
+            },
+            all[skipped..].join("\n")
+        )
+    }
+
     fn log_report(&self) -> String {
         format!(
             "----- sectionfs log ({}) -----\n{}\n----- end of sectionfs log -----",
@@ -308,8 +391,10 @@ impl Drop for Mount {
             return;
         }
         let result = self.shutdown(false);
-        // A second panic while unwinding would abort the whole test binary.
+        // A second panic while unwinding would abort the whole test binary. The test is
+        // failing: show what the daemon said (its end, where the failure is).
         if thread::panicking() {
+            eprintln!("{}", self.log_tail(LOG_TAIL_LINES));
             return;
         }
         match result {
@@ -321,6 +406,20 @@ impl Drop for Mount {
             Err(why) => panic!("{why}\n{}", self.log_report()),
         }
     }
+}
+
+/// A fresh private temp dir and its canonical path: the mount table holds canonical paths,
+/// and the temp dir may sit behind a symlink.
+fn canonical_temp_dir(prefix: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temp dir");
+    let path = dir
+        .path()
+        .canonicalize()
+        .expect("canonicalize the temp dir");
+    (dir, path)
 }
 
 /// The daemon binary cargo built for these tests.
@@ -344,6 +443,15 @@ pub fn require_fuse() -> bool {
 /// The data modes every conformance check runs in.
 pub fn modes() -> [&'static str; 2] {
     ["passthrough=on", "passthrough=off"]
+}
+
+/// The data path a mode's options ask for, as the sidecar's `io=` names it.
+pub fn io_of(opts: &str) -> &'static str {
+    if opts.contains("passthrough=off") {
+        "cached"
+    } else {
+        "passthrough"
+    }
 }
 
 /// Whether `/proc/self/mountinfo` lists a FUSE mount at exactly `mnt`.
@@ -430,6 +538,28 @@ pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
         }
     }
     Err(err)
+}
+
+/// A path as a C string (test paths hold no NUL).
+pub fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL in a test path")
+}
+
+/// The errno of the libc call that just failed.
+pub fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+/// open(2) with O_CLOEXEC: the descriptor, or the errno.
+pub fn open_fd(path: &Path, flags: i32, mode: u32) -> Result<std::os::fd::OwnedFd, i32> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a NUL-terminated path; the fd returned is ours alone.
+    let fd = unsafe { libc::open(cpath(path).as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: fd was just returned by open.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Runs `bash -c cmd` and returns its output, whatever its status.
@@ -769,36 +899,145 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
         .collect())
 }
 
-/// A private tmpfs for one store: its use is exactly the store's.
-pub struct Tmpfs(pub PathBuf);
+/// A private, size-limited tmpfs in a temp dir, for a store whose use must be measured or
+/// which must run out of space. Unmounted when dropped, also when the test fails: declare
+/// it before the `Mount` that serves a store on it, so that the mount goes first.
+pub struct Tmpfs {
+    fs: PathBuf,
+    _dir: TempDir,
+}
 
 impl Tmpfs {
-    pub fn new(dir: &Path) -> Tmpfs {
-        let path = dir.join("fs");
-        fs::create_dir(&path).expect("create the tmpfs mountpoint");
+    /// A tmpfs of `size` (as tmpfs's `size=` takes it: `16m`, `128m`), mode 0700.
+    pub fn new(size: &str) -> Tmpfs {
+        let (dir, root) = canonical_temp_dir("sectionfs-tmpfs-");
+        let fs = root.join("fs");
+        fs::create_dir(&fs).expect("create the tmpfs mountpoint");
         run_ok(
             Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=128m,mode=0700", "tmpfs"])
-                .arg(&path),
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0700"))
+                .arg("tmpfs")
+                .arg(&fs),
         );
-        Tmpfs(path)
+        Tmpfs { fs, _dir: dir }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.fs
+    }
+
+    /// A fresh private store directory (0700) `name` on it, for `Mount::builder().store`.
+    pub fn store(&self, name: &str) -> PathBuf {
+        let store = self.fs.join(name);
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&store)
+            .unwrap_or_else(|e| panic!("create {}: {e}", store.display()));
+        store
+    }
+
+    fn statvfs(&self) -> libc::statvfs {
+        let c = CString::new(self.fs.as_os_str().as_bytes()).expect("path without NUL");
+        // SAFETY: zeroed statvfs is a valid out-buffer; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        assert_eq!(rc, 0, "statvfs: {}", io::Error::last_os_error());
+        st
     }
 
     /// Bytes in use.
     pub fn used(&self) -> u64 {
-        let c = CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: zeroed statvfs is a valid out-buffer; the path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        let st = self.statvfs();
         (st.f_blocks - st.f_bfree) * st.f_frsize
+    }
+
+    /// Bytes free.
+    pub fn free(&self) -> u64 {
+        let st = self.statvfs();
+        st.f_bavail * st.f_frsize
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        if let Err(e) = umount(&self.0, false) {
-            eprintln!("umount {}: {e}", self.0.display());
+        // Lazily if need be: a FUSE mount on top that failed to go must not keep it.
+        if umount(&self.fs, false).is_err()
+            && let Err(e) = umount(&self.fs, true)
+        {
+            eprintln!("umount {}: {e}", self.fs.display());
         }
     }
+}
+
+/// The body of a `mount_test!`: runs `body` once per data mode (`modes()`), after the
+/// FUSE check, one test at a time if `serial`. A failure names the mode it failed in; the
+/// `Mount` guard prints the daemon's log as it goes.
+pub fn each_mode(serial: bool, body: impl Fn(&'static str)) {
+    if !require_fuse() {
+        return;
+    }
+    let _turn = serial.then(self::serial);
+    for opts in modes() {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(opts)));
+        if let Err(panic) = run {
+            eprintln!("mount_test: failed in data mode {opts:?}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The body of a `mount_test!` without a mode: `body` once, after the FUSE check, one test
+/// at a time if `serial`.
+pub fn once(serial: bool, body: impl FnOnce()) {
+    if !require_fuse() {
+        return;
+    }
+    let _turn = serial.then(self::serial);
+    body();
+}
+
+/// A test that mounts: the FUSE check (fail under CI=true, skip with a note otherwise), and
+/// the body once per data mode when it takes the mode's `-o` options, e.g.
+///
+/// ```ignore
+/// mount_test! {
+///     /// What it checks.
+///     fn grows_in_each_mode(opts) {
+///         let m = Mount::new(opts);
+///         ...
+///     }
+/// }
+/// ```
+///
+/// `fn name() { ... }` runs once; `serial fn ...` takes `serial()` for the whole test (for
+/// tests that spawn many processes). The test keeps its name, so `cargo test NAME` finds it.
+#[allow(unused_macros)] // The slow-tier binaries and the benchmark include this file too.
+macro_rules! mount_test {
+    ($(#[$m:meta])* serial fn $name:ident($opts:ident) $body:block) => {
+        $(#[$m])* #[test]
+        fn $name() {
+            $crate::common::each_mode(true, |$opts: &'static str| $body)
+        }
+    };
+    ($(#[$m:meta])* fn $name:ident($opts:ident) $body:block) => {
+        $(#[$m])* #[test]
+        fn $name() {
+            $crate::common::each_mode(false, |$opts: &'static str| $body)
+        }
+    };
+    ($(#[$m:meta])* serial fn $name:ident() $body:block) => {
+        $(#[$m])* #[test]
+        fn $name() {
+            $crate::common::once(true, || $body)
+        }
+    };
+    ($(#[$m:meta])* fn $name:ident() $body:block) => {
+        $(#[$m])* #[test]
+        fn $name() {
+            $crate::common::once(false, || $body)
+        }
+    };
 }

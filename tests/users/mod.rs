@@ -2,7 +2,7 @@
 //! (`setpriv`), the `perm_probe` client, and [`UserMount`], a mount guard whose daemon runs
 //! as an unprivileged user.
 //!
-//! Use it beside `mod common;` as `mod users;`.
+//! `tests/mount/main.rs` includes it beside `common`.
 #![allow(dead_code)]
 
 use crate::common;
@@ -164,8 +164,7 @@ pub fn probe_bin() -> PathBuf {
 /// Lets other users search the directory holding a `common::Mount`'s mountpoint (a
 /// private temp dir), so that they reach the mount. The store beside it stays 0700.
 pub fn share(mount: &common::Mount) {
-    let parent = mount.path().parent().expect("the mountpoint has a parent");
-    fs::set_permissions(parent, fs::Permissions::from_mode(0o711)).expect("chmod 0711");
+    common::share(mount);
 }
 
 /// Names of the backing files in a store's `sections/` directory (read as root).

@@ -2,7 +2,7 @@
 //! GetLastError (`created` or `already_exists`), in the sidecar and in the
 //! `user.sectionfs.*` extended attributes, per process and race-free.
 
-mod common;
+use crate::common;
 
 use common::{Client, Mount, c_program, modes, read_meta, run_ok};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,74 +45,66 @@ fn wait_no_handles(mnt: &Path, name: &str) {
     }
 }
 
-#[test]
-fn exactly_one_of_many_concurrent_creators_gets_created() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    let probe = c_program("view_probe");
-    for opts in modes() {
-        let m = Mount::new(opts);
-        let out = run_ok(
-            Command::new(&probe)
-                .arg("race")
-                .arg(m.path())
-                .arg("race")
-                .arg(RACERS.to_string())
-                .arg(ROUNDS.to_string()),
-        );
-        // round -> (statuses, inode numbers); every line is one racer's own view.
-        let mut rounds: BTreeMap<usize, (Vec<String>, BTreeSet<u64>)> = BTreeMap::new();
-        let mut shared = 0;
-        for line in out.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let round: usize = fields[0].parse().unwrap();
-            if fields[1] == "shared=ok" {
-                shared += 1;
-                continue;
-            }
-            let status = fields[2].strip_prefix("status=").unwrap();
-            let xattr = fields[3].strip_prefix("xattr=").unwrap();
-            assert_eq!(status, xattr, "{opts}: sidecar and xattr disagree: {line}");
-            let ino = fields[4].strip_prefix("ino=").unwrap().parse().unwrap();
-            let entry = rounds.entry(round).or_default();
-            entry.0.push(status.to_owned());
-            entry.1.insert(ino);
-        }
-        assert_eq!(
-            shared, ROUNDS,
-            "{opts}: every round shares one section\n{out}"
-        );
-        assert_eq!(rounds.len(), ROUNDS, "{opts}\n{out}");
-        for (round, (statuses, inos)) in &rounds {
-            assert_eq!(statuses.len(), RACERS, "{opts} round {round}");
-            let created = statuses.iter().filter(|s| *s == "created").count();
-            let found = statuses.iter().filter(|s| *s == "already_exists").count();
-            assert_eq!(
-                (created, found),
-                (1, RACERS - 1),
-                "{opts} round {round}: {statuses:?}"
+mount_test! {
+    serial fn exactly_one_of_many_concurrent_creators_gets_created() {
+        let probe = c_program("view_probe");
+        for opts in modes() {
+            let m = Mount::new(opts);
+            let out = run_ok(
+                Command::new(&probe)
+                    .arg("race")
+                    .arg(m.path())
+                    .arg("race")
+                    .arg(RACERS.to_string())
+                    .arg(ROUNDS.to_string()),
             );
-            assert_eq!(inos.len(), 1, "{opts} round {round}: one section, {inos:?}");
+            // round -> (statuses, inode numbers); every line is one racer's own view.
+            let mut rounds: BTreeMap<usize, (Vec<String>, BTreeSet<u64>)> = BTreeMap::new();
+            let mut shared = 0;
+            for line in out.lines() {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let round: usize = fields[0].parse().unwrap();
+                if fields[1] == "shared=ok" {
+                    shared += 1;
+                    continue;
+                }
+                let status = fields[2].strip_prefix("status=").unwrap();
+                let xattr = fields[3].strip_prefix("xattr=").unwrap();
+                assert_eq!(status, xattr, "{opts}: sidecar and xattr disagree: {line}");
+                let ino = fields[4].strip_prefix("ino=").unwrap().parse().unwrap();
+                let entry = rounds.entry(round).or_default();
+                entry.0.push(status.to_owned());
+                entry.1.insert(ino);
+            }
+            assert_eq!(
+                shared, ROUNDS,
+                "{opts}: every round shares one section\n{out}"
+            );
+            assert_eq!(rounds.len(), ROUNDS, "{opts}\n{out}");
+            for (round, (statuses, inos)) in &rounds {
+                assert_eq!(statuses.len(), RACERS, "{opts} round {round}");
+                let created = statuses.iter().filter(|s| *s == "created").count();
+                let found = statuses.iter().filter(|s| *s == "already_exists").count();
+                assert_eq!(
+                    (created, found),
+                    (1, RACERS - 1),
+                    "{opts} round {round}: {statuses:?}"
+                );
+                assert_eq!(inos.len(), 1, "{opts} round {round}: one section, {inos:?}");
+            }
+            // One name per round, each with its sidecar.
+            assert_eq!(
+                std::fs::read_dir(m.path()).unwrap().count(),
+                2 * ROUNDS,
+                "{opts}"
+            );
+            m.unmount();
         }
-        // One name per round, each with its sidecar.
-        assert_eq!(
-            std::fs::read_dir(m.path()).unwrap().count(),
-            2 * ROUNDS,
-            "{opts}"
-        );
-        m.unmount();
     }
 }
 
-#[test]
-fn exclusive_create_and_open_of_a_missing_name() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn exclusive_create_and_open_of_a_missing_name(opts) {
         let m = Mount::new(opts);
         let path = m.section("Excl");
         let excl = || {
@@ -147,15 +139,10 @@ fn exclusive_create_and_open_of_a_missing_name() {
     }
 }
 
-/// A reader holding a handle sees its own most recent open; any other reader sees the
-/// most recent open by anyone.
-#[test]
-fn status_is_per_process_while_it_holds_a_handle() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    /// A reader holding a handle sees its own most recent open; any other reader sees the
+    /// most recent open by anyone.
+    serial fn status_is_per_process_while_it_holds_a_handle(opts) {
         let m = Mount::new(opts);
         let path = m.section("S");
         let name = path.to_str().unwrap();
@@ -204,25 +191,9 @@ fn status_is_per_process_while_it_holds_a_handle() {
 
 /// `user.sectionfs.KEY` of `path`, read by this test process (which may hold a handle).
 fn xattr(path: &Path, key: &str) -> String {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let c_name = std::ffi::CString::new(format!("user.sectionfs.{key}")).unwrap();
-    let mut buf = [0u8; 4096];
-    // SAFETY: NUL-terminated strings and a buffer valid for its length.
-    let n = unsafe {
-        libc::getxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert!(
-        n >= 0,
-        "getxattr {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    String::from_utf8(buf[..n as usize].to_vec()).unwrap()
+    let value = common::get_xattr(path, &format!("user.sectionfs.{key}"))
+        .unwrap_or_else(|e| panic!("getxattr {}: {e}", path.display()));
+    String::from_utf8(value).unwrap()
 }
 
 /// Python threads are kernel threads with their own ids: one opens, a sibling reads.
@@ -259,13 +230,8 @@ print(f"sidecar={seen['sidecar']} xattr={seen['xattr']}")
 os.close(seen["fd"])
 "#;
 
-#[test]
-fn a_thread_sees_the_answer_its_sibling_threads_open_got() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn a_thread_sees_the_answer_its_sibling_threads_open_got(opts) {
         let m = Mount::new(opts);
         let path = m.section("Threads");
         let out = run_ok(Command::new("python3").arg("-c").arg(THREADS_PY).arg(&path));
@@ -281,16 +247,11 @@ fn a_thread_sees_the_answer_its_sibling_threads_open_got() {
     }
 }
 
-/// The daemon keeps a process's answer only while it holds handles: every process that
-/// opens and closes is forgotten (its debug log line says how many are still tracked).
-#[test]
-fn per_process_answers_are_forgotten_when_handles_close() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    const PROCESSES: usize = 20;
-    for opts in modes() {
+mount_test! {
+    /// The daemon keeps a process's answer only while it holds handles: every process that
+    /// opens and closes is forgotten (its debug log line says how many are still tracked).
+    serial fn per_process_answers_are_forgotten_when_handles_close(opts) {
+        const PROCESSES: usize = 20;
         let m = Mount::new(opts);
         let path = m.section("Many");
         let keep = open_or_create(&path);
@@ -317,13 +278,8 @@ fn per_process_answers_are_forgotten_when_handles_close() {
     }
 }
 
-#[test]
-fn xattrs_mirror_the_sidecar() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn xattrs_mirror_the_sidecar(opts) {
         let m = Mount::new(opts);
         let path = m.section("Attrs");
         let name = path.to_str().unwrap();

@@ -2,19 +2,15 @@
 //! detaches the mount while existing views keep working. Either way the daemon exits 0
 //! once the last user lets go.
 
-mod common;
+use crate::common;
 
-use common::{Mount, ViewHolder, is_mounted, modes, read_meta, require_fuse, umount};
+use common::{Mount, ViewHolder, is_mounted, read_meta, umount};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-#[test]
-fn umount_of_a_busy_mount_fails_with_ebusy_and_changes_nothing() {
-    if !require_fuse() {
-        return;
-    }
-    for opts in modes() {
+mount_test! {
+    fn umount_of_a_busy_mount_fails_with_ebusy_and_changes_nothing(opts) {
         let mount = Mount::new(opts);
         let path = mount.section("busy");
         fs::write(&path, b"before").expect("write the section");
@@ -53,13 +49,9 @@ fn umount_of_a_busy_mount_fails_with_ebusy_and_changes_nothing() {
     }
 }
 
-#[test]
-fn lazy_umount_detaches_and_existing_views_keep_working() {
-    if !require_fuse() {
-        return;
-    }
-    const SIZE: u64 = 64 * 1024;
-    for opts in modes() {
+mount_test! {
+    fn lazy_umount_detaches_and_existing_views_keep_working(opts) {
+        const SIZE: u64 = 64 * 1024;
         let dir = tempfile::Builder::new()
             .prefix("sectionfs-unmount-")
             .tempdir()

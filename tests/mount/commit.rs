@@ -3,14 +3,12 @@
 //! ENOSPC changing nothing; `commit=lazy` (SEC_RESERVE) grows sparsely and takes storage
 //! on first touch, which is where a full store shows.
 
-mod common;
+use crate::common;
 
-use common::{Client, Mount, c_program, modes, read_meta, run_ok};
-use std::ffi::CString;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use common::{Client, Mount, c_program, read_meta, run_ok};
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,47 +17,25 @@ const MIB: u64 = 1 << 20;
 /// The store's capacity.
 const STORE_MIB: u64 = 16;
 
-/// A tmpfs of `STORE_MIB` MiB in a temp dir, holding a sectionfs store, unmounted on drop
-/// (even when the test fails). Declare it before the `Mount` that uses it, so the daemon
-/// is gone before the tmpfs goes.
+/// A store on a tmpfs of `STORE_MIB` MiB. Declare it before the `Mount` that uses it, so
+/// the daemon is gone before the tmpfs goes.
 struct SmallStore {
-    fs: PathBuf,
     store: PathBuf,
-    _dir: tempfile::TempDir,
+    tmpfs: common::Tmpfs,
 }
 
 impl SmallStore {
     fn new() -> SmallStore {
-        let dir = tempfile::Builder::new()
-            .prefix("sectionfs-small-")
-            .tempdir()
-            .expect("create a temp dir for the tmpfs");
-        let fs = dir.path().canonicalize().unwrap().join("fs");
-        fs::create_dir(&fs).unwrap();
-        run_ok(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o"])
-                .arg(format!("size={STORE_MIB}m,mode=0700"))
-                .arg("tmpfs")
-                .arg(&fs),
-        );
-        // From here on, Drop unmounts it.
-        let small = SmallStore {
-            store: fs.join("store"),
-            fs,
-            _dir: dir,
-        };
-        DirBuilder::new().mode(0o700).create(&small.store).unwrap();
-        small
+        let tmpfs = common::Tmpfs::new(&format!("{STORE_MIB}m"));
+        SmallStore {
+            store: tmpfs.store("store"),
+            tmpfs,
+        }
     }
 
     /// Free bytes in the tmpfs.
     fn free(&self) -> u64 {
-        let path = CString::new(self.fs.as_os_str().as_bytes()).unwrap();
-        // SAFETY: zeroed statvfs is a valid out-buffer; path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
-        st.f_bavail * st.f_frsize
+        self.tmpfs.free()
     }
 
     /// Takes the tmpfs's free space, but `leave` bytes, with a file beside the store.
@@ -69,7 +45,7 @@ impl SmallStore {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(self.fs.join(format!("filler-{leave}")))
+            .open(self.tmpfs.path().join(format!("filler-{leave}")))
             .unwrap();
         let len = self.free().saturating_sub(leave);
         // SAFETY: valid fd.
@@ -77,14 +53,6 @@ impl SmallStore {
         assert_eq!(rc, 0, "fill: {}", std::io::Error::last_os_error());
         assert!(self.free() <= leave, "free {} > {leave}", self.free());
         filler
-    }
-}
-
-impl Drop for SmallStore {
-    fn drop(&mut self) {
-        if common::umount(&self.fs, false).is_err() {
-            let _ = common::umount(&self.fs, true);
-        }
     }
 }
 
@@ -128,13 +96,8 @@ fn check(path: &Path, off: u64, len: u64, byte: u8) {
     assert_eq!(out, "ok\n");
 }
 
-#[test]
-fn eager_growth_is_allocated_or_fails_changing_nothing() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn eager_growth_is_allocated_or_fails_changing_nothing(opts) {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=eager"));
         let path = m.section("Eager");
@@ -188,13 +151,8 @@ fn eager_growth_is_allocated_or_fails_changing_nothing() {
     }
 }
 
-#[test]
-fn eager_write_past_the_end() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn eager_write_past_the_end(opts) {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=eager"));
         let f = open_rw(&m.section("W"));
@@ -220,13 +178,8 @@ fn eager_write_past_the_end() {
     }
 }
 
-#[test]
-fn lazy_growth_fits_where_eager_does_not() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn lazy_growth_fits_where_eager_does_not(opts) {
         for (commit, fits) in [("eager", false), ("lazy", true)] {
             let small = SmallStore::new();
             let m = Mount::with_store(&small.store, &format!("{opts},commit={commit}"));
@@ -250,16 +203,11 @@ fn lazy_growth_fits_where_eager_does_not() {
     }
 }
 
-/// What a full store does to a lazily committed section: a write fails with ENOSPC; a
-/// store through a view dies of SIGBUS in passthrough mode, and in cached mode lands in
-/// the page cache and fails at writeback (msync reports ENOSPC).
-#[test]
-fn lazy_storage_is_taken_on_first_touch() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    /// What a full store does to a lazily committed section: a write fails with ENOSPC; a
+    /// store through a view dies of SIGBUS in passthrough mode, and in cached mode lands in
+    /// the page cache and fails at writeback (msync reports ENOSPC).
+    serial fn lazy_storage_is_taken_on_first_touch(opts) {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=lazy"));
         let path = m.section("Lazy");

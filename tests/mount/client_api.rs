@@ -2,7 +2,7 @@
 //! create-or-open and its status, open, grow, views, the section lock, and a counter
 //! shared with threads and with another process.
 
-mod common;
+use crate::common;
 
 use common::Mount;
 use sectionfs::client::{self, Section};
@@ -23,13 +23,8 @@ unsafe fn cell(view: &client::MmapRaw) -> &AtomicU64 {
     unsafe { AtomicU64::from_ptr(view.as_mut_ptr().cast()) }
 }
 
-#[test]
-fn create_open_grow_and_map() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    serial fn create_open_grow_and_map(mode) {
         let m = Mount::new(mode);
         let mnt = m.path();
 
@@ -120,14 +115,9 @@ fn create_open_grow_and_map() {
     }
 }
 
-#[test]
-fn counter_shared_by_threads_and_processes() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    const ROUNDS: u64 = 2000;
-    for mode in common::modes() {
+mount_test! {
+    serial fn counter_shared_by_threads_and_processes(mode) {
+        const ROUNDS: u64 = 2000;
         let m = Mount::new(mode);
         let mnt = m.path().to_path_buf();
 

@@ -2,8 +2,8 @@
 //! user's own directory (`Sessions/UID`, 0700, made on first use). Through real mounts in
 //! both data modes, with two unprivileged users (A = 1000, B = 1001).
 
-mod common;
-mod users;
+use crate::common;
+use crate::users;
 
 use common::Mount;
 use std::fs;
@@ -13,13 +13,12 @@ use users::{A, B};
 
 /// A root mount every user may enter, like /dev/shm.
 fn shared_mount(store: Option<&Path>, opts: &str) -> Mount {
-    let opts = format!("allow_other,{opts}");
-    let m = match store {
-        Some(s) => Mount::with_store(s, &opts),
-        None => Mount::new(&opts),
-    };
-    users::share(&m);
-    m
+    let builder = Mount::builder().allow_other().opts(opts);
+    match store {
+        Some(s) => builder.store(s),
+        None => builder,
+    }
+    .start()
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -31,12 +30,8 @@ fn names(dir: &Path) -> Vec<String> {
     n
 }
 
-#[test]
-fn each_user_has_its_own_local_and_global_is_the_root() {
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    fn each_user_has_its_own_local_and_global_is_the_root(mode) {
         let m = shared_mount(None, mode);
         let at = |p: &str| m.path().join(p);
 
@@ -126,100 +121,92 @@ fn each_user_has_its_own_local_and_global_is_the_root() {
     }
 }
 
-#[test]
-fn names_in_local_follow_the_same_rules_and_the_reserved_names_stay() {
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    fn names_in_local_follow_the_same_rules_and_the_reserved_names_stay() {
+        let m = shared_mount(None, "");
+        let at = |p: &str| m.path().join(p);
+        let errno = |r: std::io::Result<()>| r.expect_err("refused").raw_os_error();
+        assert_eq!(
+            errno(fs::write(at("Local/x.meta"), b"")),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(errno(fs::write(at("Local/a\\b"), b"")), Some(libc::EINVAL));
+        assert_eq!(errno(fs::create_dir(at("Local/d"))), Some(libc::EPERM));
+        assert_eq!(errno(fs::write(at("Sessions/x"), b"")), Some(libc::EPERM));
+        fs::write(at("Local/s"), b"local").expect("create Local/s");
+        assert_eq!(names(&at("Local")), ["s", "s.meta"]);
+        assert_eq!(
+            common::read_meta(&at("Local"), "s")["name"],
+            "s",
+            "the sidecar names the section as its namespace does"
+        );
+        // The reserved names cannot be removed, replaced or made.
+        assert_eq!(errno(fs::remove_file(at("Global"))), Some(libc::EPERM));
+        assert_eq!(
+            errno(fs::rename(at("Local/s"), at("Global"))),
+            Some(libc::EPERM)
+        );
+        assert_eq!(errno(fs::remove_dir(at("Sessions/0"))), Some(libc::EPERM));
+        assert_eq!(errno(fs::write(at("Local"), b"")), Some(libc::EISDIR));
+        // A section moves between namespaces by rename.
+        fs::rename(at("Local/s"), at("Global/moved")).expect("mv Local/s Global/moved");
+        assert_eq!(fs::read(at("moved")).expect("read"), b"local");
+        assert!(names(&at("Local")).is_empty());
+        fs::rename(at("moved"), at("Local/back")).expect("mv moved Local/back");
+        assert_eq!(names(&at("Local")), ["back", "back.meta"]);
+        assert!(!at("moved").exists());
     }
-    let m = shared_mount(None, "");
-    let at = |p: &str| m.path().join(p);
-    let errno = |r: std::io::Result<()>| r.expect_err("refused").raw_os_error();
-    assert_eq!(
-        errno(fs::write(at("Local/x.meta"), b"")),
-        Some(libc::EINVAL)
-    );
-    assert_eq!(errno(fs::write(at("Local/a\\b"), b"")), Some(libc::EINVAL));
-    assert_eq!(errno(fs::create_dir(at("Local/d"))), Some(libc::EPERM));
-    assert_eq!(errno(fs::write(at("Sessions/x"), b"")), Some(libc::EPERM));
-    fs::write(at("Local/s"), b"local").expect("create Local/s");
-    assert_eq!(names(&at("Local")), ["s", "s.meta"]);
-    assert_eq!(
-        common::read_meta(&at("Local"), "s")["name"],
-        "s",
-        "the sidecar names the section as its namespace does"
-    );
-    // The reserved names cannot be removed, replaced or made.
-    assert_eq!(errno(fs::remove_file(at("Global"))), Some(libc::EPERM));
-    assert_eq!(
-        errno(fs::rename(at("Local/s"), at("Global"))),
-        Some(libc::EPERM)
-    );
-    assert_eq!(errno(fs::remove_dir(at("Sessions/0"))), Some(libc::EPERM));
-    assert_eq!(errno(fs::write(at("Local"), b"")), Some(libc::EISDIR));
-    // A section moves between namespaces by rename.
-    fs::rename(at("Local/s"), at("Global/moved")).expect("mv Local/s Global/moved");
-    assert_eq!(fs::read(at("moved")).expect("read"), b"local");
-    assert!(names(&at("Local")).is_empty());
-    fs::rename(at("moved"), at("Local/back")).expect("mv moved Local/back");
-    assert_eq!(names(&at("Local")), ["back", "back.meta"]);
-    assert!(!at("moved").exists());
 }
 
-#[test]
-fn local_sections_survive_a_restart_and_old_reserved_names_are_left_aside() {
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    {
+mount_test! {
+    fn local_sections_survive_a_restart_and_old_reserved_names_are_left_aside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        {
+            let m = shared_mount(Some(&store), "");
+            assert_eq!(
+                A.on("open", &m.path().join("Local/kept"), &["bc", "600"]),
+                "ok status=created"
+            );
+            assert_eq!(
+                A.on("pwrite", &m.path().join("Local/kept"), &["0", "4"]),
+                "ok 4"
+            );
+            fs::write(m.section("Glob"), b"old").expect("create Glob");
+            m.unmount();
+        }
+        // A store from before namespaces may hold a section named like one: rename Glob's
+        // record to "Global" behind the daemon's back.
+        let glob = users::backing_files(&store)
+            .into_iter()
+            .map(|f| store.join("sections").join(f))
+            .find(|p| {
+                common::get_xattr(p, "user.sectionfs.record")
+                    .is_ok_and(|r| String::from_utf8_lossy(&r).contains("name=Glob\n"))
+            })
+            .expect("Glob's backing file");
+        let record = common::get_xattr(&glob, "user.sectionfs.record").expect("Glob's record");
+        let renamed = String::from_utf8_lossy(&record).replace("name=Glob\n", "name=Global\n");
+        common::set_xattr(&glob, "user.sectionfs.record", renamed.as_bytes())
+            .expect("rewrite Glob's record");
+
         let m = shared_mount(Some(&store), "");
         assert_eq!(
-            A.on("open", &m.path().join("Local/kept"), &["bc", "600"]),
-            "ok status=created"
+            A.on("stat", &m.path().join("Local/kept"), &[]),
+            "ok mode=600 uid=1000 gid=1000 size=4"
         );
+        assert_eq!(B.on("stat", &m.path().join("Local/kept"), &[]), "ENOENT");
         assert_eq!(
-            A.on("pwrite", &m.path().join("Local/kept"), &["0", "4"]),
-            "ok 4"
+            fs::read_link(m.path().join("Global")).expect("Global is still the link"),
+            Path::new(".")
         );
-        fs::write(m.section("Glob"), b"old").expect("create Glob");
-        m.unmount();
+        assert!(m.log().contains("reserved"), "{}", m.log());
+        assert!(glob.exists(), "left aside, untouched");
     }
-    // A store from before namespaces may hold a section named like one: rename Glob's
-    // record to "Global" behind the daemon's back.
-    let glob = users::backing_files(&store)
-        .into_iter()
-        .map(|f| store.join("sections").join(f))
-        .find(|p| {
-            common::get_xattr(p, "user.sectionfs.record")
-                .is_ok_and(|r| String::from_utf8_lossy(&r).contains("name=Glob\n"))
-        })
-        .expect("Glob's backing file");
-    let record = common::get_xattr(&glob, "user.sectionfs.record").expect("Glob's record");
-    let renamed = String::from_utf8_lossy(&record).replace("name=Glob\n", "name=Global\n");
-    common::set_xattr(&glob, "user.sectionfs.record", renamed.as_bytes())
-        .expect("rewrite Glob's record");
-
-    let m = shared_mount(Some(&store), "");
-    assert_eq!(
-        A.on("stat", &m.path().join("Local/kept"), &[]),
-        "ok mode=600 uid=1000 gid=1000 size=4"
-    );
-    assert_eq!(B.on("stat", &m.path().join("Local/kept"), &[]), "ENOENT");
-    assert_eq!(
-        fs::read_link(m.path().join("Global")).expect("Global is still the link"),
-        Path::new(".")
-    );
-    assert!(m.log().contains("reserved"), "{}", m.log());
-    assert!(glob.exists(), "left aside, untouched");
 }
 
-#[test]
-fn a_local_section_with_lifetime_handles_goes_with_its_last_handle() {
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    fn a_local_section_with_lifetime_handles_goes_with_its_last_handle(mode) {
         let m = Mount::new(&format!("lifetime=handles,{mode}"));
         let path = m.path().join("Local/brief");
         let f = fs::File::create(&path).expect("create Local/brief");

@@ -5,12 +5,13 @@
 //! absence, not a refusal) none either. After all rows the daemon must still serve, and
 //! its log must hold no panic.
 
-mod common;
+use crate::common;
+use common::{cpath, last_errno, open_fd as open};
 
 use common::Mount;
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -59,26 +60,8 @@ struct Row {
     check: Check,
 }
 
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-}
-
 fn rc(r: libc::c_int) -> Result<(), i32> {
     if r == 0 { Ok(()) } else { Err(last_errno()) }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL in a test path")
-}
-
-fn open(path: &Path, flags: i32, mode: u32) -> Result<OwnedFd, i32> {
-    // SAFETY: a NUL-terminated path; the fd returned is ours alone.
-    let fd = unsafe { libc::open(cpath(path).as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: fd was just returned by open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn create(fx: &Fixture, name: &[u8]) -> Result<(), i32> {
@@ -627,13 +610,9 @@ fn past_the_store(store: &Path) -> i32 {
     }
 }
 
-#[test]
-fn every_refused_input_has_its_errno_one_log_line_and_changes_nothing() {
-    if !common::require_fuse() {
-        return;
-    }
-    let mut failures = Vec::new();
-    for opts in common::modes() {
+mount_test! {
+    fn every_refused_input_has_its_errno_one_log_line_and_changes_nothing(opts) {
+        let mut failures = Vec::new();
         let fx = fixture(Mount::new(opts));
         for row in rows(past_the_store(fx.mount.store())) {
             if let Err(why) = check_row(&fx, &row, opts) {
@@ -642,62 +621,20 @@ fn every_refused_input_has_its_errno_one_log_line_and_changes_nothing() {
         }
         still_serves(&fx.mount);
         fx.mount.unmount();
-    }
-    assert!(
-        failures.is_empty(),
-        "{} rows failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
-}
-
-/// A small tmpfs, mounted for one test and unmounted when dropped, even on failure.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("sectionfs-tmpfs-")
-            .tempdir()
-            .expect("temp dir for the tmpfs");
-        let opts = CString::new(format!("size={size},mode=0700")).expect("options");
-        // SAFETY: NUL-terminated strings.
-        let r = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                cpath(dir.path()).as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                opts.as_ptr().cast(),
-            )
-        };
-        assert_eq!(r, 0, "mount a tmpfs: {}", std::io::Error::last_os_error());
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
+        assert!(
+            failures.is_empty(),
+            "{} rows failed:\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
     }
 }
 
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazily: if the FUSE mount on top failed to go, this still detaches the tmpfs.
-        let _ = common::umount(self.dir.path(), true);
-    }
-}
-
-#[test]
-fn growth_past_a_full_store_is_enospc_and_changes_nothing() {
-    if !common::require_fuse() {
-        return;
-    }
-    // Declared first, dropped last: the FUSE mount over it goes first.
-    let tmpfs = Tmpfs::new("16m");
-    let mut failures = Vec::new();
-    for opts in common::modes() {
+mount_test! {
+    fn growth_past_a_full_store_is_enospc_and_changes_nothing(opts) {
+        // Declared first, dropped last: the FUSE mount over it goes first.
+        let tmpfs = common::Tmpfs::new("16m");
+        let mut failures = Vec::new();
         let store = tmpfs.path().join(opts.replace('=', "-"));
         let fx = fixture(Mount::with_store(&store, opts));
         let mut rows = vec![
@@ -747,52 +684,46 @@ fn growth_past_a_full_store_is_enospc_and_changes_nothing() {
         }
         still_serves(&fx.mount);
         fx.mount.unmount();
+        assert!(
+            failures.is_empty(),
+            "{} rows failed:\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
     }
-    assert!(
-        failures.is_empty(),
-        "{} rows failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
 }
 
-#[test]
-fn unknown_mount_options_stop_the_daemon_with_a_message_naming_them() {
-    if !common::require_fuse() {
-        return;
-    }
-    for (opts, named) in [
-        ("bogus", "bogus"),
-        ("commit=lazy,no_such_option=1", "no_such_option=1"),
-        ("commit=maybe", "commit=maybe"),
-        ("passthrough=sometimes", "passthrough=sometimes"),
-        ("allow_other=yes", "allow_other=yes"),
-    ] {
-        match Mount::try_new(opts) {
-            Ok(m) => {
-                m.unmount();
-                panic!("-o {opts} was accepted");
-            }
-            Err(report) => {
-                assert!(
-                    report.contains("exited with exit status: 2"),
-                    "-o {opts}: expected exit status 2:\n{report}"
-                );
-                assert!(
-                    report.contains("sectionfs: ") && report.contains(named),
-                    "-o {opts}: the message does not name {named:?}:\n{report}"
-                );
+mount_test! {
+    fn unknown_mount_options_stop_the_daemon_with_a_message_naming_them() {
+        for (opts, named) in [
+            ("bogus", "bogus"),
+            ("commit=lazy,no_such_option=1", "no_such_option=1"),
+            ("commit=maybe", "commit=maybe"),
+            ("passthrough=sometimes", "passthrough=sometimes"),
+            ("allow_other=yes", "allow_other=yes"),
+        ] {
+            match Mount::try_new(opts) {
+                Ok(m) => {
+                    m.unmount();
+                    panic!("-o {opts} was accepted");
+                }
+                Err(report) => {
+                    assert!(
+                        report.contains("exited with exit status: 2"),
+                        "-o {opts}: expected exit status 2:\n{report}"
+                    );
+                    assert!(
+                        report.contains("sectionfs: ") && report.contains(named),
+                        "-o {opts}: the message does not name {named:?}:\n{report}"
+                    );
+                }
             }
         }
     }
 }
 
-#[test]
-fn names_that_are_not_utf8_are_valid() {
-    if !common::require_fuse() {
-        return;
-    }
-    for opts in common::modes() {
+mount_test! {
+    fn names_that_are_not_utf8_are_valid(opts) {
         let mount = Mount::new(opts);
         let name = std::ffi::OsStr::from_bytes(b"bin\xff\xfe\x01");
         std::fs::write(mount.section(name), b"bytes").expect("create a non-UTF-8 name");

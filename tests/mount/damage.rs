@@ -6,13 +6,13 @@
 //! file itself (see DESIGN.md). Two records claiming one name are not damage but the trace
 //! of a rename cut short by a crash: the newer record wins and the other file goes.
 
-mod common;
+use crate::common;
+use common::cpath;
 
-use common::{Mount, modes, require_fuse};
+use common::Mount;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -21,12 +21,8 @@ const RECORD_XATTR: &str = "user.sectionfs.record";
 /// Makes one damaged entry at the path it is given.
 type Plant = Box<dyn Fn(&Path)>;
 
-#[test]
-fn a_damaged_store_mounts_and_leaves_the_damage_untouched() {
-    if !require_fuse() {
-        return;
-    }
-    for opts in modes() {
+mount_test! {
+    fn a_damaged_store_mounts_and_leaves_the_damage_untouched(opts) {
         damaged_store(opts);
     }
 }
@@ -391,19 +387,11 @@ fn mkfifo(path: &Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
-fn cpath(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// A section's file removed from the store while the mount serves it (by an operator, a
-/// cleanup job): the first request that meets the loss drops the name with one warning,
-/// and the name can be made again at once, whatever that first request was.
-#[test]
-fn a_file_removed_while_mounted_frees_its_name() {
-    if !require_fuse() {
-        return;
-    }
-    for opts in modes() {
+mount_test! {
+    /// A section's file removed from the store while the mount serves it (by an operator, a
+    /// cleanup job): the first request that meets the loss drops the name with one warning,
+    /// and the name can be made again at once, whatever that first request was.
+    fn a_file_removed_while_mounted_frees_its_name(opts) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = dir.path().join("store");
         let mount = Mount::with_store(&store, opts);

@@ -2,7 +2,7 @@
 //! each opens-or-creates, prints the creation status, grows, maps the new tail, and
 //! adds to one counter they share under the section's lock.
 
-mod common;
+use crate::common;
 
 use common::{Mount, run_ok};
 use std::fs;
@@ -116,15 +116,10 @@ fn value<'a>(out: &'a [(String, String)], key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
 }
 
-#[test]
-fn examples_share_one_counter() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    for mode in common::modes() {
+mount_test! {
+    serial fn examples_share_one_counter(mode) {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         let m = Mount::new(mode);
         let mnt = m.path();
 
@@ -175,26 +170,23 @@ fn examples_share_one_counter() {
     }
 }
 
-#[test]
-fn examples_refuse_bad_input() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    serial fn examples_refuse_bad_input() {
+        let m = Mount::new("");
+        for lang in LANGS {
+            let out = example(lang, m.path(), "x", 1)
+                .arg("extra")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(64), "{lang:?}: usage");
+            let out = example(lang, m.path(), "no/such", 1).output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{lang:?}: a failed call");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.starts_with("counter: ") && err.lines().count() == 1,
+                "{lang:?}: one line on stderr: {err:?}"
+            );
+        }
+        m.unmount();
     }
-    let m = Mount::new("");
-    for lang in LANGS {
-        let out = example(lang, m.path(), "x", 1)
-            .arg("extra")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{lang:?}: usage");
-        let out = example(lang, m.path(), "no/such", 1).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{lang:?}: a failed call");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.starts_with("counter: ") && err.lines().count() == 1,
-            "{lang:?}: one line on stderr: {err:?}"
-        );
-    }
-    m.unmount();
 }

@@ -3,7 +3,7 @@
 //! programs through `pkg-config --cflags --libs sections`; several processes share, grow
 //! and race on sections of a real mount, in both data modes.
 
-mod common;
+use crate::common;
 
 use common::{Mount, run_ok};
 use std::fs;
@@ -192,18 +192,19 @@ fn wait_gone(path: &Path) {
     }
 }
 
-#[test]
-fn a_windows_program_compiles_unchanged_and_shares_by_name() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    let src = manifest().join("examples/shared_memory.c");
-    let text = fs::read_to_string(&src).expect("read the example");
-    assert!(text.contains("#include <sections.h> /* on Windows: #include <windows.h> */"));
-    let ansi = build(&src, "shared_memory", "");
-    let wide = build(&src, "shared_memory_w", "-DUNICODE");
-    for mode in common::modes() {
+mount_test! {
+    serial fn a_windows_program_compiles_unchanged_and_shares_by_name(mode) {
+        // Built once for both modes.
+        static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+        let (ansi, wide) = BINS.get_or_init(|| {
+            let src = manifest().join("examples/shared_memory.c");
+            let text = fs::read_to_string(&src).expect("read the example");
+            assert!(text.contains("#include <sections.h> /* on Windows: #include <windows.h> */"));
+            (
+                build(&src, "shared_memory", ""),
+                build(&src, "shared_memory_w", "-DUNICODE"),
+            )
+        });
         let m = Mount::new(mode);
         for (writer, reader) in [(&ansi, &wide), (&wide, &ansi)] {
             let mut w = Probe::start_bin(writer, m.path(), &["write"]);
@@ -233,14 +234,9 @@ fn a_windows_program_compiles_unchanged_and_shares_by_name() {
     }
 }
 
-#[test]
-fn exactly_one_creator_among_racing_processes_and_threads() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    const RACERS: usize = 8;
-    for mode in common::modes() {
+mount_test! {
+    serial fn exactly_one_creator_among_racing_processes_and_threads(mode) {
+        const RACERS: usize = 8;
         let m = Mount::new(mode);
         let gate = tempfile::tempdir().expect("temp dir");
         for round in 0..5 {
@@ -289,109 +285,101 @@ fn exactly_one_creator_among_racing_processes_and_threads() {
     }
 }
 
-#[test]
-fn processes_share_and_grow_a_section() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
-        let m = Mount::new(mode);
-        let mut a = Probe::start(
-            m.path(),
-            &[
-                "create", "S", "4096", "rw", "map", "w", "0", "0", "write", "0", "first", "wait",
-                "size", "map", "all", "0", "0", "read", "4096", "16", "read", "0", "16", "flush",
-            ],
-        );
-        a.expect(&["create=0", "map=ok", "write=ok"]);
-        // A second CreateFileMapping with a larger size grows it (KB Q104012).
-        assert_eq!(
-            run_ok_lines(
+mount_test! {
+    serial fn processes_share_and_grow_a_section() {
+        for mode in common::modes() {
+            let m = Mount::new(mode);
+            let mut a = Probe::start(
                 m.path(),
                 &[
-                    "create", "S", "8192", "rw", "size", "map", "w", "0", "0", "read", "0", "16",
-                    "write", "4096", "tail"
-                ]
-            ),
-            [
-                "create=183",
+                    "create", "S", "4096", "rw", "map", "w", "0", "0", "write", "0", "first", "wait",
+                    "size", "map", "all", "0", "0", "read", "4096", "16", "read", "0", "16", "flush",
+                ],
+            );
+            a.expect(&["create=0", "map=ok", "write=ok"]);
+            // A second CreateFileMapping with a larger size grows it (KB Q104012).
+            assert_eq!(
+                run_ok_lines(
+                    m.path(),
+                    &[
+                        "create", "S", "8192", "rw", "size", "map", "w", "0", "0", "read", "0", "16",
+                        "write", "4096", "tail"
+                    ]
+                ),
+                [
+                    "create=183",
+                    "size=8192",
+                    "map=ok",
+                    "read=first",
+                    "write=ok"
+                ],
+                "{mode}"
+            );
+            // A smaller size never shrinks it; a view past the end is refused.
+            assert_eq!(
+                run_ok_lines(
+                    m.path(),
+                    &[
+                        "create", "S", "4096", "rw", "size", "map", "r", "4096", "8192", "map", "r",
+                        "3000", "0", "open", "S", "r", "map", "r", "4096", "0", "read", "0", "8"
+                    ]
+                ),
+                [
+                    "create=183",
+                    "size=8192",
+                    "map=fail:5",
+                    "map=fail:1132",
+                    "open=0",
+                    "map=ok",
+                    "read=tail"
+                ],
+                "{mode}"
+            );
+            a.resume();
+            a.expect(&[
+                "wait=ok",
                 "size=8192",
                 "map=ok",
+                "read=tail",
                 "read=first",
-                "write=ok"
-            ],
-            "{mode}"
-        );
-        // A smaller size never shrinks it; a view past the end is refused.
+                "flush=ok",
+            ]);
+            assert!(a.finish().success());
+            wait_gone(&m.section("S"));
+            assert_eq!(
+                run_ok_lines(m.path(), &["open", "S", "r", "create", "Z", "0", "rw"]),
+                ["open=fail:2", "create=fail:87"],
+                "{mode}"
+            );
+            m.unmount();
+        }
+        // Growth the store (here: the user's quota) cannot hold is ERROR_DISK_FULL and leaves
+        // no section behind; SEC_RESERVE is accepted for a section of the mount.
+        let m = Mount::new("user_quota=64k,commit=lazy");
         assert_eq!(
             run_ok_lines(
                 m.path(),
                 &[
-                    "create", "S", "4096", "rw", "size", "map", "r", "4096", "8192", "map", "r",
-                    "3000", "0", "open", "S", "r", "map", "r", "4096", "0", "read", "0", "8"
+                    "create",
+                    "Big",
+                    "1048576",
+                    "rw",
+                    "create",
+                    "Big",
+                    "32768",
+                    "rw+reserve",
+                    "size"
                 ]
             ),
-            [
-                "create=183",
-                "size=8192",
-                "map=fail:5",
-                "map=fail:1132",
-                "open=0",
-                "map=ok",
-                "read=tail"
-            ],
-            "{mode}"
+            ["create=fail:112", "create=0", "size=32768"]
         );
-        a.resume();
-        a.expect(&[
-            "wait=ok",
-            "size=8192",
-            "map=ok",
-            "read=tail",
-            "read=first",
-            "flush=ok",
-        ]);
-        assert!(a.finish().success());
-        wait_gone(&m.section("S"));
-        assert_eq!(
-            run_ok_lines(m.path(), &["open", "S", "r", "create", "Z", "0", "rw"]),
-            ["open=fail:2", "create=fail:87"],
-            "{mode}"
-        );
+        wait_gone(&m.section("Big"));
         m.unmount();
     }
-    // Growth the store (here: the user's quota) cannot hold is ERROR_DISK_FULL and leaves
-    // no section behind; SEC_RESERVE is accepted for a section of the mount.
-    let m = Mount::new("user_quota=64k,commit=lazy");
-    assert_eq!(
-        run_ok_lines(
-            m.path(),
-            &[
-                "create",
-                "Big",
-                "1048576",
-                "rw",
-                "create",
-                "Big",
-                "32768",
-                "rw+reserve",
-                "size"
-            ]
-        ),
-        ["create=fail:112", "create=0", "size=32768"]
-    );
-    wait_gone(&m.section("Big"));
-    m.unmount();
 }
 
-#[test]
-fn readonly_views_cannot_write_and_copy_views_are_private() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    serial fn readonly_views_cannot_write_and_copy_views_are_private(mode) {
         let m = Mount::new(mode);
         let mut a = Probe::start(
             m.path(),
@@ -464,14 +452,9 @@ fn readonly_views_cannot_write_and_copy_views_are_private() {
     }
 }
 
-#[test]
-fn namespaces_names_and_wide_names() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    let long = "n".repeat(251);
-    for mode in common::modes() {
+mount_test! {
+    serial fn namespaces_names_and_wide_names(mode) {
+        let long = "n".repeat(251);
         let m = Mount::new(mode);
         let mut a = Probe::start(
             m.path(),
@@ -578,13 +561,8 @@ fn namespaces_names_and_wide_names() {
     }
 }
 
-#[test]
-fn views_keep_a_section_and_the_last_one_ends_it() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    serial fn views_keep_a_section_and_the_last_one_ends_it(mode) {
         let m = Mount::new(mode);
         let mut a = Probe::start(
             m.path(),
@@ -614,16 +592,11 @@ fn views_keep_a_section_and_the_last_one_ends_it() {
     }
 }
 
-#[test]
-fn a_section_over_a_file_handle() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let empty = dir.path().join("empty");
-    fs::write(&empty, b"").unwrap();
-    for mode in common::modes() {
+mount_test! {
+    serial fn a_section_over_a_file_handle(mode) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty");
+        fs::write(&empty, b"").unwrap();
         let m = Mount::new(mode);
         let file = dir.path().join(format!("data-{}", mode.replace('=', "-")));
         fs::write(&file, b"filedata").unwrap();
@@ -709,28 +682,25 @@ fn a_section_over_a_file_handle() {
     }
 }
 
-#[test]
-fn the_static_library_links_too() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    serial fn the_static_library_links_too() {
+        let bin = prefix().join("probe_static");
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "cc -Wall -Wextra -Werror -o '{}' '{}' $(pkg-config --cflags sections) '{}' -pthread",
+                    bin.display(),
+                    manifest().join("tests/clients/win32_probe.c").display(),
+                    prefix().join("lib/libsections.a").display()
+                ))
+                .env("PKG_CONFIG_PATH", prefix().join("lib/pkgconfig")),
+        );
+        let m = Mount::new("");
+        let mut p = Probe::start_bin(&bin, m.path(), &["create", "S", "4096", "rw", "tls"]);
+        p.expect(&["create=0", "tls=ok"]);
+        assert!(p.finish().success());
+        wait_gone(&m.section("S"));
+        m.unmount();
     }
-    let bin = prefix().join("probe_static");
-    run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cc -Wall -Wextra -Werror -o '{}' '{}' $(pkg-config --cflags sections) '{}' -pthread",
-                bin.display(),
-                manifest().join("tests/clients/win32_probe.c").display(),
-                prefix().join("lib/libsections.a").display()
-            ))
-            .env("PKG_CONFIG_PATH", prefix().join("lib/pkgconfig")),
-    );
-    let m = Mount::new("");
-    let mut p = Probe::start_bin(&bin, m.path(), &["create", "S", "4096", "rw", "tls"]);
-    p.expect(&["create=0", "tls=ok"]);
-    assert!(p.finish().success());
-    wait_gone(&m.section("S"));
-    m.unmount();
 }

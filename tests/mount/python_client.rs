@@ -3,7 +3,7 @@
 //! grow and race on sections of a real mount, in both data modes; numpy arrays over
 //! `buf`; and `pip install ./clients/python` works, offline.
 
-mod common;
+use crate::common;
 
 use common::{Mount, run_ok};
 use std::path::Path;
@@ -37,14 +37,9 @@ fn python(pythonpath: &Path, args: &[&std::ffi::OsStr], mnt: &Path) -> String {
     stdout
 }
 
-#[test]
-fn shared_memory_across_spawned_processes() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
-    }
-    let script = manifest().join("tests/clients/shm_scenarios.py");
-    for mode in common::modes() {
+mount_test! {
+    serial fn shared_memory_across_spawned_processes(mode) {
+        let script = manifest().join("tests/clients/shm_scenarios.py");
         let m = Mount::new(mode);
         let out = python(
             &manifest().join("clients/python"),
@@ -64,52 +59,49 @@ fn shared_memory_across_spawned_processes() {
     }
 }
 
-#[test]
-fn pip_installs_the_package_and_the_example_runs() {
-    let _serial = common::serial();
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    serial fn pip_installs_the_package_and_the_example_runs() {
+        let target = tempfile::tempdir().expect("temp dir");
+        // The README's command, offline: the build uses the environment's setuptools.
+        run_ok(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-build-isolation",
+                    "--no-index",
+                    "--no-deps",
+                    "--target",
+                ])
+                .arg(target.path())
+                .arg("./clients/python")
+                .current_dir(manifest()),
+        );
+        assert!(target.path().join("sectionfs/__init__.py").exists());
+        let m = Mount::new("");
+        let example = manifest().join("examples/shared_memory.py");
+        let out = python(target.path(), &[example.as_os_str()], m.path());
+        assert_eq!(
+            out,
+            "child wrote: hello\ncreated: False size: 8192\nstatus: already_exists\n\
+             listed: True size: 8192\n"
+        );
+        // The installed copy is the one imported.
+        let which = python(
+            target.path(),
+            &[
+                "-c".as_ref(),
+                "import sectionfs; print(sectionfs.__file__)".as_ref(),
+            ],
+            m.path(),
+        );
+        assert!(
+            which.starts_with(target.path().to_str().unwrap()),
+            "{which}"
+        );
+        m.unmount();
     }
-    let target = tempfile::tempdir().expect("temp dir");
-    // The README's command, offline: the build uses the environment's setuptools.
-    run_ok(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-build-isolation",
-                "--no-index",
-                "--no-deps",
-                "--target",
-            ])
-            .arg(target.path())
-            .arg("./clients/python")
-            .current_dir(manifest()),
-    );
-    assert!(target.path().join("sectionfs/__init__.py").exists());
-    let m = Mount::new("");
-    let example = manifest().join("examples/shared_memory.py");
-    let out = python(target.path(), &[example.as_os_str()], m.path());
-    assert_eq!(
-        out,
-        "child wrote: hello\ncreated: False size: 8192\nstatus: already_exists\n\
-         listed: True size: 8192\n"
-    );
-    // The installed copy is the one imported.
-    let which = python(
-        target.path(),
-        &[
-            "-c".as_ref(),
-            "import sectionfs; print(sectionfs.__file__)".as_ref(),
-        ],
-        m.path(),
-    );
-    assert!(
-        which.starts_with(target.path().to_str().unwrap()),
-        "{which}"
-    );
-    m.unmount();
 }

@@ -4,8 +4,8 @@
 //! daemon's context, group rights end with membership after a restart, and a link to a
 //! section never pins the mount.
 
-mod common;
-mod users;
+use crate::common;
+use crate::users;
 
 use common::Mount;
 use std::fs;
@@ -103,14 +103,9 @@ impl Drop for Bind {
     }
 }
 
-#[test]
-fn a_target_in_this_mount_is_refused_without_hanging() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    let dir = files_dir();
-    for mode in common::modes() {
+mount_test! {
+    serial fn a_target_in_this_mount_is_refused_without_hanging(mode) {
+        let dir = files_dir();
         let m = Mount::new(&format!("allow_other,{mode}"));
         users::share(&m);
         let conn = connection(m.path());
@@ -162,14 +157,9 @@ fn a_target_in_this_mount_is_refused_without_hanging() {
     }
 }
 
-#[test]
-fn no_magic_link_resolves_through_the_daemon() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    let dir = files_dir();
-    for mode in common::modes() {
+mount_test! {
+    serial fn no_magic_link_resolves_through_the_daemon(mode) {
+        let dir = files_dir();
         let m = Mount::new(&format!("allow_other,{mode}"));
         users::share(&m);
         let conn = connection(m.path());
@@ -241,13 +231,8 @@ fn no_magic_link_resolves_through_the_daemon() {
     }
 }
 
-#[test]
-fn a_link_to_a_cached_section_is_refused_and_the_mount_unmounts() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for mode in common::modes() {
+mount_test! {
+    serial fn a_link_to_a_cached_section_is_refused_and_the_mount_unmounts(mode) {
         let m = Mount::new(&format!("allow_other,{mode}"));
         users::share(&m);
         let conn = connection(m.path());
@@ -355,105 +340,99 @@ impl Drop for TempUser {
     }
 }
 
-#[test]
-fn group_rights_end_with_membership_after_a_restart() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    let dir = files_dir();
-    for (i, mode) in common::modes().into_iter().enumerate() {
-        let u = TempUser::new(&i.to_string());
-        let shared = dir.path().join(format!("shared-{i}"));
-        fs::write(&shared, b"group data").expect("write");
-        fs::set_permissions(&shared, fs::Permissions::from_mode(0o660)).expect("chmod");
-        std::os::unix::fs::chown(&shared, Some(0), Some(u.gid)).expect("chgrp");
-        let store_dir = tempfile::tempdir().expect("temp dir");
-        let store = store_dir.path().join("store");
-        let opts = format!("allow_other,{mode}");
-        let os = |p: &Path| p.as_os_str().to_owned();
-        {
+mount_test! {
+    serial fn group_rights_end_with_membership_after_a_restart() {
+        let dir = files_dir();
+        for (i, mode) in common::modes().into_iter().enumerate() {
+            let u = TempUser::new(&i.to_string());
+            let shared = dir.path().join(format!("shared-{i}"));
+            fs::write(&shared, b"group data").expect("write");
+            fs::set_permissions(&shared, fs::Permissions::from_mode(0o660)).expect("chmod");
+            std::os::unix::fs::chown(&shared, Some(0), Some(u.gid)).expect("chgrp");
+            let store_dir = tempfile::tempdir().expect("temp dir");
+            let store = store_dir.path().join("store");
+            let opts = format!("allow_other,{mode}");
+            let os = |p: &Path| p.as_os_str().to_owned();
+            {
+                let m = Mount::with_store(&store, &opts);
+                users::share(&m);
+                let conn = connection(m.path());
+                // U makes the section as a member of G, with G as its current group: the
+                // record's gid is G.
+                let link = m.section("g");
+                let cmd = u.probe(
+                    u.gid,
+                    &[&os(Path::new("symlink")), &os(&shared), &os(&link)],
+                );
+                assert_eq!(run_with_deadline(cmd, conn), "ok", "{mode}\n{}", m.log());
+                let mut st = u.probe(u.gid, &[&os(Path::new("stat")), &os(&link)]);
+                let got = common::run_ok(&mut st).trim().to_string();
+                assert_eq!(
+                    got,
+                    format!("ok mode=600 uid={} gid={} size=10", u.user.uid, u.gid),
+                    "{mode}"
+                );
+                m.unmount();
+            }
+            // Still a member: a restart reopens it, read-write.
+            {
+                let m = Mount::with_store(&store, &opts);
+                users::share(&m);
+                let link = m.section("g");
+                let mut w = u.probe(
+                    100,
+                    &[
+                        &os(Path::new("pwrite")),
+                        &os(&link),
+                        "0".as_ref(),
+                        "1".as_ref(),
+                    ],
+                );
+                assert_eq!(common::run_ok(&mut w).trim(), "ok 1", "{mode}\n{}", m.log());
+                m.unmount();
+            }
+            // U leaves G. The record still says gid G; after a restart it grants nothing.
+            u.leave_group();
             let m = Mount::with_store(&store, &opts);
             users::share(&m);
-            let conn = connection(m.path());
-            // U makes the section as a member of G, with G as its current group: the
-            // record's gid is G.
-            let link = m.section("g");
-            let cmd = u.probe(
-                u.gid,
-                &[&os(Path::new("symlink")), &os(&shared), &os(&link)],
+            assert!(
+                !m.section("g").exists(),
+                "{mode}: a former member still reaches the file\n{}",
+                m.log()
             );
-            assert_eq!(run_with_deadline(cmd, conn), "ok", "{mode}\n{}", m.log());
-            let mut st = u.probe(u.gid, &[&os(Path::new("stat")), &os(&link)]);
-            let got = common::run_ok(&mut st).trim().to_string();
-            assert_eq!(
-                got,
-                format!("ok mode=600 uid={} gid={} size=10", u.user.uid, u.gid),
-                "{mode}"
+            assert!(
+                m.log().contains("leaving \"g\" aside"),
+                "{mode}: {}",
+                m.log()
             );
+            assert_eq!(users::backing_files(&store).len(), 1, "{mode}: record kept");
+            assert_eq!(fs::read(&shared).expect("read"), b"qroup data", "{mode}");
             m.unmount();
         }
-        // Still a member: a restart reopens it, read-write.
-        {
-            let m = Mount::with_store(&store, &opts);
-            users::share(&m);
-            let link = m.section("g");
-            let mut w = u.probe(
-                100,
-                &[
-                    &os(Path::new("pwrite")),
-                    &os(&link),
-                    "0".as_ref(),
-                    "1".as_ref(),
-                ],
-            );
-            assert_eq!(common::run_ok(&mut w).trim(), "ok 1", "{mode}\n{}", m.log());
-            m.unmount();
-        }
-        // U leaves G. The record still says gid G; after a restart it grants nothing.
-        u.leave_group();
-        let m = Mount::with_store(&store, &opts);
-        users::share(&m);
-        assert!(
-            !m.section("g").exists(),
-            "{mode}: a former member still reaches the file\n{}",
-            m.log()
-        );
-        assert!(
-            m.log().contains("leaving \"g\" aside"),
-            "{mode}: {}",
-            m.log()
-        );
-        assert_eq!(users::backing_files(&store).len(), 1, "{mode}: record kept");
-        assert_eq!(fs::read(&shared).expect("read"), b"qroup data", "{mode}");
-        m.unmount();
     }
 }
 
-#[test]
-fn a_uid_without_a_passwd_entry_keeps_no_group_after_a_restart() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    let dir = files_dir();
-    // B (uid 1001) has no passwd entry; the file is readable by its gid only.
-    let target = dir.path().join("group-read");
-    fs::write(&target, b"for gid 1001").expect("write");
-    fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).expect("chmod");
-    std::os::unix::fs::chown(&target, Some(0), Some(B.gid)).expect("chown");
-    let store_dir = tempfile::tempdir().expect("temp dir");
-    let store = store_dir.path().join("store");
-    {
+mount_test! {
+    serial fn a_uid_without_a_passwd_entry_keeps_no_group_after_a_restart() {
+        let dir = files_dir();
+        // B (uid 1001) has no passwd entry; the file is readable by its gid only.
+        let target = dir.path().join("group-read");
+        fs::write(&target, b"for gid 1001").expect("write");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::os::unix::fs::chown(&target, Some(0), Some(B.gid)).expect("chown");
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        let store = store_dir.path().join("store");
+        {
+            let m = Mount::with_store(&store, "allow_other");
+            users::share(&m);
+            let conn = connection(m.path());
+            assert_eq!(ln_s(B, &target, &m.section("r"), conn), "ok");
+            assert_eq!(B.on("cat", &m.section("r"), &[]), "ok\nfor gid 1001");
+            m.unmount();
+        }
         let m = Mount::with_store(&store, "allow_other");
-        users::share(&m);
-        let conn = connection(m.path());
-        assert_eq!(ln_s(B, &target, &m.section("r"), conn), "ok");
-        assert_eq!(B.on("cat", &m.section("r"), &[]), "ok\nfor gid 1001");
+        assert!(!m.section("r").exists(), "{}", m.log());
+        assert!(m.log().contains("leaving \"r\" aside"), "{}", m.log());
         m.unmount();
     }
-    let m = Mount::with_store(&store, "allow_other");
-    assert!(!m.section("r").exists(), "{}", m.log());
-    assert!(m.log().contains("leaving \"r\" aside"), "{}", m.log());
-    m.unmount();
 }

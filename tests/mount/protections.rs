@@ -2,9 +2,9 @@
 //! bits without write for the caller), PAGE_WRITECOPY (MAP_PRIVATE), and views of a
 //! section of size 0.
 
-mod common;
+use crate::common;
 
-use common::{Client, Mount, c_program, modes, run_ok};
+use common::{Client, Mount, c_program, run_ok};
 use std::fs::{self, OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -41,13 +41,8 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn a_read_only_handle_cannot_write_or_map_for_writing() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn a_read_only_handle_cannot_write_or_map_for_writing(opts) {
         let m = Mount::new(opts);
         let path = m.section("RO");
         create(&path, 8192);
@@ -62,13 +57,8 @@ fn a_read_only_handle_cannot_write_or_map_for_writing() {
     }
 }
 
-#[test]
-fn mode_bits_without_write_make_a_section_read_only() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn mode_bits_without_write_make_a_section_read_only(opts) {
         let m = Mount::new(&format!("allow_other,{opts}"));
         // The mount lives in a private (0700) temp dir: let the other user reach it.
         fs::set_permissions(m.path().parent().unwrap(), Permissions::from_mode(0o755)).unwrap();
@@ -105,13 +95,8 @@ fn mode_bits_without_write_make_a_section_read_only() {
     }
 }
 
-#[test]
-fn private_views_see_the_section_and_keep_their_writes() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    serial fn private_views_see_the_section_and_keep_their_writes(opts) {
         let m = Mount::new(opts);
         let path = m.section("Cow");
         create(&path, 1 << 20);
@@ -140,16 +125,11 @@ fn private_views_see_the_section_and_keep_their_writes() {
     }
 }
 
-/// A section of size 0 opens and grows like any file; a view of it has no pages until it
-/// grows (Linux raises SIGBUS at the touch, where Windows refuses the mapping with
-/// ERROR_FILE_INVALID; see the README).
-#[test]
-fn an_empty_section_opens_grows_and_faults_when_touched() {
-    if !common::require_fuse() {
-        return;
-    }
-    let _serial = common::serial();
-    for opts in modes() {
+mount_test! {
+    /// A section of size 0 opens and grows like any file; a view of it has no pages until it
+    /// grows (Linux raises SIGBUS at the touch, where Windows refuses the mapping with
+    /// ERROR_FILE_INVALID; see the README).
+    serial fn an_empty_section_opens_grows_and_faults_when_touched(opts) {
         let m = Mount::new(opts);
         let path = m.section("Empty");
         create(&path, 0);

@@ -9,7 +9,8 @@
 //! tests at the end. Restart and command-line behaviour live in `foundation_restart.rs`
 //! and `foundation_cli.rs`.
 
-mod common;
+use crate::common;
+use common::cpath;
 
 use common::{CLIENTS, Client, Mount, read_meta, sh};
 use std::ffi::{CString, OsStr, OsString};
@@ -25,76 +26,142 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 type Check = fn(&Path);
 
+/// What a check's expectations rest on. A `Posix` check asks nothing of a file system but
+/// what POSIX and Linux promise of any (tmpfs included), so it also runs on a directory in
+/// /dev/shm (`posix_rows_hold_on_dev_shm`): that proves its expectations, not just the
+/// mount; what it checks of the contract besides (sidecars) it checks on the mount only
+/// (`contract`). A `Sections` check needs the contract throughout (sidecars, refused
+/// shrinks, names and node types): /dev/shm fails it, as measured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rule {
+    Posix,
+    Sections,
+}
+use Rule::{Posix, Sections};
+
 /// The conformance checks, by name. Each gets a mount of its own.
-const CHECKS: &[(&str, Check)] = &[
+const CHECKS: &[(&str, Rule, Check)] = &[
     // The file operations at the root.
-    ("create_write_read_stat", create_write_read_stat),
+    ("create_write_read_stat", Posix, create_write_read_stat),
     (
         "open_existing_missing_exclusive",
+        Posix,
         open_existing_missing_exclusive,
     ),
-    ("readdir_and_ls_list_sidecars", readdir_and_ls_list_sidecars),
+    (
+        "readdir_and_ls_list_sidecars",
+        Sections,
+        readdir_and_ls_list_sidecars,
+    ),
     (
         "unlink_removes_name_keeps_handles",
+        Posix,
         unlink_removes_name_keeps_handles,
     ),
-    ("rename_moves_and_replaces", rename_moves_and_replaces),
+    (
+        "rename_moves_and_replaces",
+        Posix,
+        rename_moves_and_replaces,
+    ),
     (
         "rename_refusals_change_nothing",
+        Sections,
         rename_refusals_change_nothing,
     ),
-    ("chmod_visible_at_once", chmod_visible_at_once),
-    ("chown_visible_at_once", chown_visible_at_once),
-    ("utimens_visible_at_once", utimens_visible_at_once),
+    ("chmod_visible_at_once", Posix, chmod_visible_at_once),
+    ("chown_visible_at_once", Posix, chown_visible_at_once),
+    ("utimens_visible_at_once", Posix, utimens_visible_at_once),
     // Size rules.
-    ("truncate_grows", truncate_grows),
-    ("write_past_end_grows", write_past_end_grows),
+    ("truncate_grows", Posix, truncate_grows),
+    ("write_past_end_grows", Posix, write_past_end_grows),
     (
         "shrink_refused_nothing_changed",
+        Sections,
         shrink_refused_nothing_changed,
     ),
-    ("o_trunc_refused_on_non_empty", o_trunc_refused_on_non_empty),
-    ("growth_seen_by_mapped_process_c_grows", growth_seen_c_grows),
+    (
+        "o_trunc_refused_on_non_empty",
+        Sections,
+        o_trunc_refused_on_non_empty,
+    ),
+    (
+        "growth_seen_by_mapped_process_c_grows",
+        Sections,
+        growth_seen_c_grows,
+    ),
     (
         "growth_seen_by_mapped_process_py_grows",
+        Sections,
         growth_seen_py_grows,
     ),
     // Data path.
-    ("pingpong_c_even_python_odd", pingpong_c_even_python_odd),
-    ("pingpong_python_even_c_odd", pingpong_python_even_c_odd),
-    ("fill_check_across_clients", fill_check_across_clients),
-    ("write_read_agree_with_views", write_read_agree_with_views),
+    (
+        "pingpong_c_even_python_odd",
+        Sections,
+        pingpong_c_even_python_odd,
+    ),
+    (
+        "pingpong_python_even_c_odd",
+        Sections,
+        pingpong_python_even_c_odd,
+    ),
+    (
+        "fill_check_across_clients",
+        Sections,
+        fill_check_across_clients,
+    ),
+    (
+        "write_read_agree_with_views",
+        Posix,
+        write_read_agree_with_views,
+    ),
     // The sidecar.
-    ("sidecar_has_every_key", sidecar_has_every_key),
-    ("sidecar_fresh_at_every_open", sidecar_fresh_at_every_open),
-    ("sidecar_status_per_opener", sidecar_status_per_opener),
-    ("sidecar_read_only", sidecar_read_only),
+    ("sidecar_has_every_key", Sections, sidecar_has_every_key),
+    (
+        "sidecar_fresh_at_every_open",
+        Sections,
+        sidecar_fresh_at_every_open,
+    ),
+    (
+        "sidecar_status_per_opener",
+        Sections,
+        sidecar_status_per_opener,
+    ),
+    ("sidecar_read_only", Sections, sidecar_read_only),
     (
         "sidecar_cat_prints_whole_text",
+        Sections,
         sidecar_cat_prints_whole_text,
     ),
-    ("sidecar_escapes_odd_bytes", sidecar_escapes_odd_bytes),
+    (
+        "sidecar_escapes_odd_bytes",
+        Sections,
+        sidecar_escapes_odd_bytes,
+    ),
     // Names and refused node types.
-    ("reserved_names_refused", reserved_names_refused),
-    ("name_length_limit", name_length_limit),
-    ("odd_names_work", odd_names_work),
-    ("other_node_types_refused", other_node_types_refused),
+    ("reserved_names_refused", Sections, reserved_names_refused),
+    ("name_length_limit", Sections, name_length_limit),
+    ("odd_names_work", Sections, odd_names_work),
+    (
+        "other_node_types_refused",
+        Sections,
+        other_node_types_refused,
+    ),
 ];
 
 fn run_checks(mode: &str) {
-    if !common::require_fuse() {
-        return;
-    }
     let only = std::env::var("SECTIONFS_CHECK").ok();
     let mut failed = Vec::new();
     let mut ran = 0;
-    for &(name, check) in CHECKS {
+    for &(name, _, check) in CHECKS {
         if only.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
         ran += 1;
         let started = Instant::now();
         let mount = Mount::new(mode);
+        // Else the `Posix` rows would skip their contract parts here too.
+        assert!(contract(mount.path()), "the mount is not seen as one");
         let result = panic::catch_unwind(AssertUnwindSafe(|| check(mount.path())));
         let log = mount.log();
         // The mount goes in either case; an unclean daemon exit fails the check too.
@@ -116,14 +183,46 @@ fn run_checks(mode: &str) {
     );
 }
 
-#[test]
-fn conformance_passthrough() {
-    run_checks(common::modes()[0]);
+mount_test! {
+    fn conformance_passthrough() {
+        run_checks(common::modes()[0]);
+    }
 }
 
+mount_test! {
+    fn conformance_cached() {
+        run_checks(common::modes()[1]);
+    }
+}
+
+/// The `Posix` rows on a plain tmpfs directory (/dev/shm), each in a fresh directory: a
+/// failure here is a wrong expectation, or a row that is not plain POSIX (tag it
+/// `Sections`). No mount is involved.
 #[test]
-fn conformance_cached() {
-    run_checks(common::modes()[1]);
+fn posix_rows_hold_on_dev_shm() {
+    let only = std::env::var("SECTIONFS_CHECK").ok();
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for &(name, rule, check) in CHECKS {
+        if rule != Posix || only.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        ran += 1;
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-posix-")
+            .tempdir_in("/dev/shm")
+            .expect("a temp dir in /dev/shm");
+        if let Err(why) = panic::catch_unwind(AssertUnwindSafe(|| check(dir.path()))) {
+            failed.push(format!("--- {name} [/dev/shm]: {}", panic_text(&why)));
+        }
+    }
+    assert!(ran > 0 || only.is_some(), "no Posix row in CHECKS");
+    assert!(
+        failed.is_empty(),
+        "{} of {ran} Posix checks fail on /dev/shm: wrong expectations, or not plain POSIX:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -194,10 +293,6 @@ fn size(path: &Path) -> u64 {
         .len()
 }
 
-fn cpath(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).expect("no NUL in a test path")
-}
-
 /// A libc call's result as io::Result.
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -235,6 +330,23 @@ fn listing(mnt: &Path) -> Vec<OsString> {
         .collect();
     names.sort();
     names
+}
+
+/// Whether `mnt` is the sectionfs mount, not the /dev/shm directory a `Posix` row also
+/// runs on: a `Posix` row checks the contract's additions (sidecars) only on the mount.
+fn contract(mnt: &Path) -> bool {
+    common::is_mounted(mnt)
+}
+
+/// The sorted listing of a directory holding `sections`: each with its sidecar on the
+/// mount, alone on /dev/shm.
+fn entries(mnt: &Path, sections: &[&str]) -> Vec<OsString> {
+    let mut all: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
+    if contract(mnt) {
+        all.extend(sections.iter().map(|s| format!("{s}.meta")));
+    }
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    names(&all)
 }
 
 fn names(list: &[&str]) -> Vec<OsString> {
@@ -432,7 +544,7 @@ fn open_existing_missing_exclusive(mnt: &Path) {
     f.write_all_at(b"J", 0).unwrap();
     drop(f);
     assert_eq!(fs::read(&s).unwrap(), b"Jello");
-    assert_eq!(listing(mnt), names(&["sec", "sec.meta"]));
+    assert_eq!(listing(mnt), entries(mnt, &["sec"]));
 }
 
 fn readdir_and_ls_list_sidecars(mnt: &Path) {
@@ -506,20 +618,24 @@ fn rename_moves_and_replaces(mnt: &Path) {
     fs::rename(&a, &c).expect("rename a -> c");
     assert_errno("stat old name", fs::metadata(&a), libc::ENOENT);
     assert_eq!(fs::read(&c).unwrap(), b"from a");
-    assert_eq!(read_meta(mnt, "c")["name"], "c");
-    assert_eq!(listing(mnt), names(&["b", "b.meta", "c", "c.meta"]));
+    if contract(mnt) {
+        assert_eq!(read_meta(mnt, "c")["name"], "c");
+    }
+    assert_eq!(listing(mnt), entries(mnt, &["b", "c"]));
     // Over an existing section: the target is replaced.
     fs::rename(&c, &b).expect("rename c -> b (replace)");
     assert_eq!(fs::read(&b).unwrap(), b"from a");
-    assert_eq!(listing(mnt), names(&["b", "b.meta"]));
-    assert_eq!(read_meta(mnt, "b")["name"], "b");
+    assert_eq!(listing(mnt), entries(mnt, &["b"]));
+    if contract(mnt) {
+        assert_eq!(read_meta(mnt, "b")["name"], "b");
+    }
     // Renaming to itself changes nothing.
     fs::rename(&b, &b).expect("rename to itself");
     assert_eq!(fs::read(&b).unwrap(), b"from a");
     // `mv` works too.
     sh_ok(&format!("mv {} {}", q(&b), q(&a)));
     assert_eq!(fs::read(&a).unwrap(), b"from a");
-    assert_eq!(listing(mnt), names(&["a", "a.meta"]));
+    assert_eq!(listing(mnt), entries(mnt, &["a"]));
 }
 
 fn rename_refusals_change_nothing(mnt: &Path) {
@@ -580,8 +696,10 @@ fn chmod_visible_at_once(mnt: &Path) {
             "stat after chmod"
         );
         // The sidecar is readable by exactly those who may read the section.
-        let side = fs::metadata(mnt.join("sec.meta")).unwrap().mode() & 0o7777;
-        assert_eq!(side, mode & 0o444, "sidecar mode after chmod {mode:o}");
+        if contract(mnt) {
+            let side = fs::metadata(mnt.join("sec.meta")).unwrap().mode() & 0o7777;
+            assert_eq!(side, mode & 0o444, "sidecar mode after chmod {mode:o}");
+        }
     }
     // Through an open fd (fchmod) too, and `chmod` the tool.
     let f = File::open(&s).unwrap();
@@ -599,8 +717,10 @@ fn chown_visible_at_once(mnt: &Path) {
     std::os::unix::fs::chown(&s, Some(1234), Some(5678)).expect("chown");
     let m = fs::metadata(&s).unwrap();
     assert_eq!((m.uid(), m.gid()), (1234, 5678), "stat after chown");
-    let side = fs::metadata(mnt.join("sec.meta")).unwrap();
-    assert_eq!((side.uid(), side.gid()), (1234, 5678), "sidecar owner");
+    if contract(mnt) {
+        let side = fs::metadata(mnt.join("sec.meta")).unwrap();
+        assert_eq!((side.uid(), side.gid()), (1234, 5678), "sidecar owner");
+    }
     // Group only, then owner only.
     std::os::unix::fs::chown(&s, None, Some(42)).unwrap();
     let m = fs::metadata(&s).unwrap();
@@ -698,7 +818,9 @@ fn truncate_grows(mnt: &Path) {
     // Setting the current size is not a shrink.
     f.set_len(3 << 20).expect("ftruncate to the same size");
     truncate(&s, 3 << 20).expect("truncate to the same size");
-    assert_eq!(read_meta(mnt, "sec")["size"], (3u64 << 20).to_string());
+    if contract(mnt) {
+        assert_eq!(read_meta(mnt, "sec")["size"], (3u64 << 20).to_string());
+    }
 }
 
 fn write_past_end_grows(mnt: &Path) {
@@ -729,7 +851,9 @@ fn write_past_end_grows(mnt: &Path) {
     // Appending grows too.
     sh_ok(&format!("printf more >> {}", q(&c)));
     assert_eq!(fs::read(&c).unwrap(), b"hello, sectionmore");
-    assert_eq!(read_meta(mnt, "by-pwrite")["size"], "100004");
+    if contract(mnt) {
+        assert_eq!(read_meta(mnt, "by-pwrite")["size"], "100004");
+    }
 }
 
 fn shrink_refused_nothing_changed(mnt: &Path) {
@@ -1594,13 +1718,10 @@ fn other_node_types_refused(mnt: &Path) {
 // ---------------------------------------------------------------------------------------
 // Checks that need more than a mount path
 
-/// `io=` in the sidecar names the data path the mount was asked for.
-#[test]
-fn sidecar_io_names_the_data_path() {
-    if !common::require_fuse() {
-        return;
-    }
-    for (mode, io) in common::modes().into_iter().zip(["passthrough", "cached"]) {
+mount_test! {
+    /// `io=` in the sidecar names the data path the mount was asked for.
+    fn sidecar_io_names_the_data_path(mode) {
+        let io = common::io_of(mode);
         let mount = Mount::new(mode);
         put(&mount.section("s"), b"x");
         assert_eq!(read_meta(mount.path(), "s")["io"], io, "{mode}");
@@ -1614,15 +1735,11 @@ fn sidecar_io_names_the_data_path() {
     }
 }
 
-/// The daemon keeps no fd per idle section: its fd count after creating (and closing)
-/// thousands of sections is small, and does not grow with the number of sections.
-#[test]
-fn no_fd_per_idle_section() {
-    if !common::require_fuse() {
-        return;
-    }
-    const SECTIONS: usize = 2000;
-    for mode in common::modes() {
+mount_test! {
+    /// The daemon keeps no fd per idle section: its fd count after creating (and closing)
+    /// thousands of sections is small, and does not grow with the number of sections.
+    fn no_fd_per_idle_section(mode) {
+        const SECTIONS: usize = 2000;
         // On tmpfs, the default kind of store: removing thousands of files from the
         // disk-backed TMPDIR afterwards takes seconds here.
         let dir = tempfile::Builder::new()

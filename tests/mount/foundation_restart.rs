@@ -2,7 +2,7 @@
 //! clean unmount and after the daemon is killed with SIGKILL, in both data modes; and one
 //! store serves one daemon only.
 
-mod common;
+use crate::common;
 
 use common::{Client, Mount};
 use std::collections::BTreeMap;
@@ -205,73 +205,67 @@ fn restart_keeps_everything(mode: &str) {
     third.unmount();
 }
 
-#[test]
-fn restart_passthrough() {
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    fn restart_passthrough() {
+        restart_keeps_everything(common::modes()[0]);
     }
-    restart_keeps_everything(common::modes()[0]);
 }
 
-#[test]
-fn restart_cached() {
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    fn restart_cached() {
+        restart_keeps_everything(common::modes()[1]);
     }
-    restart_keeps_everything(common::modes()[1]);
 }
 
-/// A second daemon on a store that is being served is refused, in the foreground and the
-/// background form, with one line that names the store; the first mount is unharmed.
-#[test]
-fn second_daemon_on_a_store_is_refused() {
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("sectionfs-twice-")
-        .tempdir()
-        .unwrap();
-    let store = dir.path().join("store");
-    let first = Mount::with_store(&store, "");
-    fs::write(first.section("s"), b"first").unwrap();
+mount_test! {
+    /// A second daemon on a store that is being served is refused, in the foreground and the
+    /// background form, with one line that names the store; the first mount is unharmed.
+    fn second_daemon_on_a_store_is_refused() {
+        let dir = tempfile::Builder::new()
+            .prefix("sectionfs-twice-")
+            .tempdir()
+            .unwrap();
+        let store = dir.path().join("store");
+        let first = Mount::with_store(&store, "");
+        fs::write(first.section("s"), b"first").unwrap();
 
-    let mnt2 = dir.path().join("mnt2");
-    fs::create_dir(&mnt2).unwrap();
-    let out = Command::new(common::daemon_bin())
-        .arg(&store)
-        .arg(&mnt2)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if common::is_mounted(&mnt2) {
-        // Never leave a wrong mount behind, even when failing.
-        let _ = common::umount(&mnt2, true);
-        panic!("a second daemon mounted {}: {stderr}", store.display());
-    }
-    assert!(!out.status.success(), "second daemon exited {}", out.status);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(
-        stderr.contains(&*store.to_string_lossy()) && stderr.contains("already served"),
-        "the message names the store: {stderr:?}"
-    );
-    assert!(
-        stderr.contains(&format!("pid {}", first.pid())),
-        "and the daemon serving it: {stderr:?}"
-    );
-
-    // The foreground form, through the guard.
-    let err = match Mount::try_with_store(&store, "") {
-        Ok(m) => {
-            m.unmount();
-            panic!("a second -f daemon mounted {}", store.display());
+        let mnt2 = dir.path().join("mnt2");
+        fs::create_dir(&mnt2).unwrap();
+        let out = Command::new(common::daemon_bin())
+            .arg(&store)
+            .arg(&mnt2)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if common::is_mounted(&mnt2) {
+            // Never leave a wrong mount behind, even when failing.
+            let _ = common::umount(&mnt2, true);
+            panic!("a second daemon mounted {}: {stderr}", store.display());
         }
-        Err(e) => e,
-    };
-    assert!(err.contains("exited with exit status: 1"), "{err}");
-    assert!(err.contains("already served"), "{err}");
+        assert!(!out.status.success(), "second daemon exited {}", out.status);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+        assert!(
+            stderr.contains(&*store.to_string_lossy()) && stderr.contains("already served"),
+            "the message names the store: {stderr:?}"
+        );
+        assert!(
+            stderr.contains(&format!("pid {}", first.pid())),
+            "and the daemon serving it: {stderr:?}"
+        );
 
-    assert_eq!(fs::read(first.section("s")).unwrap(), b"first");
-    first.unmount();
+        // The foreground form, through the guard.
+        let err = match Mount::try_with_store(&store, "") {
+            Ok(m) => {
+                m.unmount();
+                panic!("a second -f daemon mounted {}", store.display());
+            }
+            Err(e) => e,
+        };
+        assert!(err.contains("exited with exit status: 1"), "{err}");
+        assert!(err.contains("already served"), "{err}");
+
+        assert_eq!(fs::read(first.section("s")).unwrap(), b"first");
+        first.unmount();
+    }
 }

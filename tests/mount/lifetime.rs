@@ -2,7 +2,7 @@
 //! section does; views that still map it keep working, and its storage is returned once
 //! the last of them is unmapped. Through real mounts, in both data modes.
 
-mod common;
+use crate::common;
 
 use common::{Mount, ViewHolder};
 use std::fs::{self, OpenOptions};
@@ -33,12 +33,8 @@ fn listed(m: &Mount, name: &str) -> bool {
         .any(|e| e.expect("entry").file_name() == name)
 }
 
-#[test]
-fn the_name_goes_with_the_last_handle() {
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    fn the_name_goes_with_the_last_handle(mode) {
         let m = Mount::new(&format!("lifetime=handles,{mode}"));
         let path = m.section("s");
         let mut first = OpenOptions::new()
@@ -78,44 +74,38 @@ fn the_name_goes_with_the_last_handle() {
     }
 }
 
-#[test]
-fn persistent_stays_the_default_and_setfattr_chooses_per_section() {
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    fn persistent_stays_the_default_and_setfattr_chooses_per_section() {
+        let m = Mount::new("");
+        fs::write(m.section("kept"), b"k").expect("create kept");
+        assert!(m.section("kept").exists());
+        // Persistent is said by saying nothing: the sidecar keeps its first eight keys only.
+        assert!(!common::read_meta(m.path(), "kept").contains_key("lifetime"));
+        // The shell recipe of the README: hold a handle, choose, let go.
+        let dir = m.path().display();
+        let out = common::sh(&format!(
+            "cd {dir} && exec 3<>brief && \
+             setfattr -n user.sectionfs.lifetime -v handles brief && \
+             getfattr --only-values -n user.sectionfs.lifetime brief && \
+             grep -x lifetime=handles brief.meta && exec 3>&-"
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("handles"));
+        wait_gone(&m.section("brief"));
+        assert!(m.section("kept").exists());
+        // Only the two lifetimes exist.
+        let bad = common::set_xattr(&m.section("kept"), "user.sectionfs.lifetime", b"forever")
+            .expect_err("an unknown lifetime");
+        assert_eq!(bad.raw_os_error(), Some(libc::EINVAL));
     }
-    let m = Mount::new("");
-    fs::write(m.section("kept"), b"k").expect("create kept");
-    assert!(m.section("kept").exists());
-    // Persistent is said by saying nothing: the sidecar keeps its first eight keys only.
-    assert!(!common::read_meta(m.path(), "kept").contains_key("lifetime"));
-    // The shell recipe of the README: hold a handle, choose, let go.
-    let dir = m.path().display();
-    let out = common::sh(&format!(
-        "cd {dir} && exec 3<>brief && \
-         setfattr -n user.sectionfs.lifetime -v handles brief && \
-         getfattr --only-values -n user.sectionfs.lifetime brief && \
-         grep -x lifetime=handles brief.meta && exec 3>&-"
-    ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("handles"));
-    wait_gone(&m.section("brief"));
-    assert!(m.section("kept").exists());
-    // Only the two lifetimes exist.
-    let bad = common::set_xattr(&m.section("kept"), "user.sectionfs.lifetime", b"forever")
-        .expect_err("an unknown lifetime");
-    assert_eq!(bad.raw_os_error(), Some(libc::EINVAL));
 }
 
-#[test]
-fn a_view_outlives_the_handles() {
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
+mount_test! {
+    fn a_view_outlives_the_handles(mode) {
         let m = Mount::new(&format!("lifetime=handles,{mode}"));
         let path = m.section("v");
         let mut view = ViewHolder::start(&path, 1 << 20);
@@ -143,15 +133,10 @@ fn a_view_outlives_the_handles() {
     }
 }
 
-#[test]
-fn storage_is_returned_after_the_last_view() {
-    if !common::require_fuse() {
-        return;
-    }
-    for mode in common::modes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tmpfs = common::Tmpfs::new(dir.path());
-        let m = Mount::with_store(&tmpfs.0.join("store"), &format!("lifetime=handles,{mode}"));
+mount_test! {
+    fn storage_is_returned_after_the_last_view(mode) {
+        let tmpfs = common::Tmpfs::new("128m");
+        let m = Mount::with_store(&tmpfs.path().join("store"), &format!("lifetime=handles,{mode}"));
         let before = tmpfs.used();
         let size = 32 << 20;
         let path = m.section("big");

@@ -2,9 +2,9 @@
 //! negative entries and FUSE_HANDLE_KILLPRIV_V2 still show every change at once, to this
 //! process and to others, and a sidecar is never stale.
 
-mod common;
+use crate::common;
 
-use common::{Mount, modes, read_meta};
+use common::{Mount, read_meta};
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -15,12 +15,8 @@ fn absent(path: &Path) -> bool {
     matches!(fs::metadata(path), Err(e) if e.kind() == ErrorKind::NotFound)
 }
 
-#[test]
-fn absent_names_appear_with_their_sidecars() {
-    if !common::require_fuse() {
-        return;
-    }
-    for opts in modes() {
+mount_test! {
+    fn absent_names_appear_with_their_sidecars(opts) {
         let m = Mount::new(opts);
         let (sec, meta) = (m.section("late"), m.section("late.meta"));
         // Looked up while absent: the kernel may now hold a negative entry for `late`.
@@ -62,12 +58,8 @@ fn absent_names_appear_with_their_sidecars() {
     }
 }
 
-#[test]
-fn another_process_sees_growth_writes_and_mode_at_once() {
-    if !common::require_fuse() {
-        return;
-    }
-    for opts in modes() {
+mount_test! {
+    fn another_process_sees_growth_writes_and_mode_at_once(opts) {
         let m = Mount::new(opts);
         let sec = m.section("shared");
         let f = OpenOptions::new()
@@ -111,14 +103,10 @@ fn another_process_sees_growth_writes_and_mode_at_once() {
     }
 }
 
-#[test]
-fn writes_after_create_keep_their_bytes() {
-    // FUSE_HANDLE_KILLPRIV_V2 moves the suid/capability check for writes to the daemon:
-    // writes of every size, on fresh and reopened handles, still land whole.
-    if !common::require_fuse() {
-        return;
-    }
-    for opts in modes() {
+mount_test! {
+    fn writes_after_create_keep_their_bytes(opts) {
+        // FUSE_HANDLE_KILLPRIV_V2 moves the suid/capability check for writes to the daemon:
+        // writes of every size, on fresh and reopened handles, still land whole.
         let m = Mount::new(opts);
         for (i, len) in [1usize, 4096, 65_536, 1 << 20].into_iter().enumerate() {
             let sec = m.section(format!("w{i}"));
@@ -160,89 +148,86 @@ fn registrations(m: &Mount, ino: u64, what: &str) -> usize {
     m.log().lines().filter(|l| l.ends_with(&line)).count()
 }
 
-#[test]
-fn a_passthrough_registration_lives_as_long_as_the_kernel_inode() {
-    // The lever: the backing registration is made at a section's first open and kept
-    // while the kernel may open the inode again, not dropped at every last close. What
-    // must hold: an unlink still frees the storage at once, and no registration serves
-    // a name's new section after rename over it or unlink and create again.
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let tmpfs = common::Tmpfs::new(dir.path());
-    let m = Mount::with_store(&tmpfs.0.join("store"), "passthrough=on");
-    let base = tmpfs.used();
-    let big = 16usize << 20;
-    let fill = |name: &str, byte: u8, len: usize| {
-        fs::write(m.section(name), vec![byte; len]).unwrap();
-        wait_idle(&m, name);
-    };
-    let first_byte = |name: &str| {
-        let mut b = [0u8; 1];
-        fs::File::open(m.section(name))
-            .unwrap()
-            .read_exact_at(&mut b, 0)
-            .unwrap();
-        b[0]
-    };
+mount_test! {
+    fn a_passthrough_registration_lives_as_long_as_the_kernel_inode() {
+        // The lever: the backing registration is made at a section's first open and kept
+        // while the kernel may open the inode again, not dropped at every last close. What
+        // must hold: an unlink still frees the storage at once, and no registration serves
+        // a name's new section after rename over it or unlink and create again.
+        let tmpfs = common::Tmpfs::new("128m");
+        let m = Mount::with_store(&tmpfs.path().join("store"), "passthrough=on");
+        let base = tmpfs.used();
+        let big = 16usize << 20;
+        let fill = |name: &str, byte: u8, len: usize| {
+            fs::write(m.section(name), vec![byte; len]).unwrap();
+            wait_idle(&m, name);
+        };
+        let first_byte = |name: &str| {
+            let mut b = [0u8; 1];
+            fs::File::open(m.section(name))
+                .unwrap()
+                .read_exact_at(&mut b, 0)
+                .unwrap();
+            b[0]
+        };
 
-    // Opened again and again: one registration.
-    fill("kept", 1, big);
-    let ino = fs::metadata(m.section("kept")).unwrap().ino();
-    for _ in 0..5 {
-        assert_eq!(first_byte("kept"), 1);
-    }
-    wait_idle(&m, "kept");
-    assert_eq!(registrations(&m, ino, "registered"), 1, "{}", m.log());
-    assert_eq!(registrations(&m, ino, "unregistered"), 0);
-    // Unlinked while idle: the registration goes with the name, and the storage with it,
-    // before unlink returns.
-    assert!(tmpfs.used() >= base + big as u64);
-    fs::remove_file(m.section("kept")).unwrap();
-    assert!(
-        tmpfs.used() < base + (1 << 20),
-        "{} bytes still used after unlink",
-        tmpfs.used() - base
-    );
-    assert_eq!(registrations(&m, ino, "unregistered"), 1);
-
-    // Renamed over: the name now reads the section moved there, and the replaced one's
-    // storage is free.
-    fill("a", b'a', big);
-    assert_eq!(first_byte("a"), b'a');
-    fill("b", b'b', 4096);
-    assert_eq!(first_byte("b"), b'b');
-    fs::rename(m.section("b"), m.section("a")).unwrap();
-    assert_eq!(first_byte("a"), b'b', "rename over");
-    assert_eq!(fs::metadata(m.section("a")).unwrap().len(), 4096);
-    assert!(
-        tmpfs.used() < base + (1 << 20),
-        "the replaced section's storage"
-    );
-
-    // Unlinked and made again under the same name: a new inode, its own bytes.
-    let old = fs::metadata(m.section("a")).unwrap().ino();
-    fs::remove_file(m.section("a")).unwrap();
-    fill("a", b'n', 3);
-    let new = fs::metadata(m.section("a")).unwrap().ino();
-    assert_ne!(old, new);
-    assert_eq!(fs::read(m.section("a")).unwrap(), b"nnn");
-
-    // The kernel forgets the inode (drop_caches evicts unused dentries and inodes): the
-    // registration goes with it, and the next open makes a new one.
-    wait_idle(&m, "a");
-    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
-    let start = std::time::Instant::now();
-    while registrations(&m, new, "unregistered") == 0 {
+        // Opened again and again: one registration.
+        fill("kept", 1, big);
+        let ino = fs::metadata(m.section("kept")).unwrap().ino();
+        for _ in 0..5 {
+            assert_eq!(first_byte("kept"), 1);
+        }
+        wait_idle(&m, "kept");
+        assert_eq!(registrations(&m, ino, "registered"), 1, "{}", m.log());
+        assert_eq!(registrations(&m, ino, "unregistered"), 0);
+        // Unlinked while idle: the registration goes with the name, and the storage with it,
+        // before unlink returns.
+        assert!(tmpfs.used() >= base + big as u64);
+        fs::remove_file(m.section("kept")).unwrap();
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "no unregistration after the kernel forgot inode {new}\n{}",
-            m.log()
+            tmpfs.used() < base + (1 << 20),
+            "{} bytes still used after unlink",
+            tmpfs.used() - base
         );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert_eq!(registrations(&m, ino, "unregistered"), 1);
+
+        // Renamed over: the name now reads the section moved there, and the replaced one's
+        // storage is free.
+        fill("a", b'a', big);
+        assert_eq!(first_byte("a"), b'a');
+        fill("b", b'b', 4096);
+        assert_eq!(first_byte("b"), b'b');
+        fs::rename(m.section("b"), m.section("a")).unwrap();
+        assert_eq!(first_byte("a"), b'b', "rename over");
+        assert_eq!(fs::metadata(m.section("a")).unwrap().len(), 4096);
+        assert!(
+            tmpfs.used() < base + (1 << 20),
+            "the replaced section's storage"
+        );
+
+        // Unlinked and made again under the same name: a new inode, its own bytes.
+        let old = fs::metadata(m.section("a")).unwrap().ino();
+        fs::remove_file(m.section("a")).unwrap();
+        fill("a", b'n', 3);
+        let new = fs::metadata(m.section("a")).unwrap().ino();
+        assert_ne!(old, new);
+        assert_eq!(fs::read(m.section("a")).unwrap(), b"nnn");
+
+        // The kernel forgets the inode (drop_caches evicts unused dentries and inodes): the
+        // registration goes with it, and the next open makes a new one.
+        wait_idle(&m, "a");
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        let start = std::time::Instant::now();
+        while registrations(&m, new, "unregistered") == 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no unregistration after the kernel forgot inode {new}\n{}",
+                m.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(first_byte("a"), b'n');
+        assert_eq!(registrations(&m, new, "registered"), 2);
+        m.unmount();
     }
-    assert_eq!(first_byte("a"), b'n');
-    assert_eq!(registrations(&m, new, "registered"), 2);
-    m.unmount();
 }

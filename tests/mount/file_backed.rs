@@ -2,8 +2,8 @@
 //! are that file's. Through real mounts, in both data modes, with real unprivileged users
 //! for the confused-deputy checks (the daemon is root; the file is opened as the caller).
 
-mod common;
-mod users;
+use crate::common;
+use crate::users;
 
 use common::{Mount, ViewHolder};
 use std::fs::{self, OpenOptions};
@@ -35,13 +35,9 @@ fn file(dir: &Path, name: &str, bytes: &[u8], mode: u32, owner: u32) -> PathBuf 
     path
 }
 
-#[test]
-fn views_map_the_file_and_growth_grows_it() {
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = files_dir();
-    for mode in common::modes() {
+mount_test! {
+    fn views_map_the_file_and_growth_grows_it(mode) {
+        let dir = files_dir();
         let m = Mount::new(mode);
         let target = file(dir.path(), mode, &[b'f'; 8192], 0o644, 0);
         let s = m.section("Over");
@@ -111,48 +107,42 @@ fn views_map_the_file_and_growth_grows_it() {
     }
 }
 
-#[test]
-fn only_absolute_paths_to_regular_files() {
-    if !common::require_fuse() {
-        return;
+mount_test! {
+    fn only_absolute_paths_to_regular_files() {
+        let dir = files_dir();
+        let m = Mount::new("");
+        let target = file(dir.path(), "t", b"x", 0o644, 0);
+        fs::write(m.section("taken"), b"y").expect("create taken");
+        let at = |n: &str| m.section(n);
+        // A relative link would be a link among sections: not offered, as before.
+        assert_eq!(errno(symlink("taken", at("rel"))), libc::EPERM);
+        assert_eq!(errno(symlink(dir.path(), at("dir"))), libc::EINVAL);
+        assert_eq!(errno(symlink("/dev/null", at("dev"))), libc::EINVAL);
+        let fifo = dir.path().join("fifo");
+        common::run_ok(std::process::Command::new("mkfifo").arg(&fifo));
+        assert_eq!(errno(symlink(&fifo, at("fifo"))), libc::EINVAL);
+        assert_eq!(
+            errno(symlink(dir.path().join("nope"), at("gone"))),
+            libc::ENOENT
+        );
+        assert_eq!(errno(symlink(&target, at("taken"))), libc::EEXIST);
+        assert_eq!(errno(symlink(&target, at("x.meta"))), libc::EINVAL);
+        // A link in the target's path is followed: the final file must be regular.
+        let via = dir.path().join("via");
+        symlink(&target, &via).expect("a link outside the mount");
+        symlink(&via, at("via")).expect("ln -s LINK NAME");
+        assert_eq!(fs::read(at("via")).expect("read"), b"x");
+        let names: Vec<_> = fs::read_dir(m.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
     }
-    let dir = files_dir();
-    let m = Mount::new("");
-    let target = file(dir.path(), "t", b"x", 0o644, 0);
-    fs::write(m.section("taken"), b"y").expect("create taken");
-    let at = |n: &str| m.section(n);
-    // A relative link would be a link among sections: not offered, as before.
-    assert_eq!(errno(symlink("taken", at("rel"))), libc::EPERM);
-    assert_eq!(errno(symlink(dir.path(), at("dir"))), libc::EINVAL);
-    assert_eq!(errno(symlink("/dev/null", at("dev"))), libc::EINVAL);
-    let fifo = dir.path().join("fifo");
-    common::run_ok(std::process::Command::new("mkfifo").arg(&fifo));
-    assert_eq!(errno(symlink(&fifo, at("fifo"))), libc::EINVAL);
-    assert_eq!(
-        errno(symlink(dir.path().join("nope"), at("gone"))),
-        libc::ENOENT
-    );
-    assert_eq!(errno(symlink(&target, at("taken"))), libc::EEXIST);
-    assert_eq!(errno(symlink(&target, at("x.meta"))), libc::EINVAL);
-    // A link in the target's path is followed: the final file must be regular.
-    let via = dir.path().join("via");
-    symlink(&target, &via).expect("a link outside the mount");
-    symlink(&via, at("via")).expect("ln -s LINK NAME");
-    assert_eq!(fs::read(at("via")).expect("read"), b"x");
-    let names: Vec<_> = fs::read_dir(m.path())
-        .expect("ls")
-        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
-        .collect();
-    assert_eq!(names.len(), 4, "{names:?}");
 }
 
-#[test]
-fn the_file_is_opened_with_the_callers_rights() {
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = files_dir();
-    for mode in common::modes() {
+mount_test! {
+    fn the_file_is_opened_with_the_callers_rights(mode) {
+        let dir = files_dir();
         let m = Mount::new(&format!("allow_other,{mode}"));
         users::share(&m);
         let secret = file(dir.path(), "secret", b"root only", 0o600, 0);
@@ -224,41 +214,39 @@ fn the_file_is_opened_with_the_callers_rights() {
     }
 }
 
-#[test]
-fn survives_a_restart_and_a_missing_file_is_left_aside() {
-    if !common::require_fuse() {
-        return;
-    }
-    let dir = files_dir();
-    let store_dir = tempfile::tempdir().expect("temp dir");
-    let store = store_dir.path().join("store");
-    let kept = file(dir.path(), "kept", b"kept bytes", 0o644, 0);
-    let lost = file(dir.path(), "lost", b"lost bytes", 0o644, 0);
-    {
+mount_test! {
+    fn survives_a_restart_and_a_missing_file_is_left_aside() {
+        let dir = files_dir();
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        let store = store_dir.path().join("store");
+        let kept = file(dir.path(), "kept", b"kept bytes", 0o644, 0);
+        let lost = file(dir.path(), "lost", b"lost bytes", 0o644, 0);
+        {
+            let m = Mount::with_store(&store, "");
+            symlink(&kept, m.section("kept")).expect("ln -s");
+            symlink(&lost, m.section("lost")).expect("ln -s");
+            fs::write(m.section("plain"), b"plain").expect("create plain");
+            m.unmount();
+        }
+        fs::remove_file(&lost).expect("rm lost");
         let m = Mount::with_store(&store, "");
-        symlink(&kept, m.section("kept")).expect("ln -s");
-        symlink(&lost, m.section("lost")).expect("ln -s");
-        fs::write(m.section("plain"), b"plain").expect("create plain");
-        m.unmount();
+        let mut f = fs::File::open(m.section("kept")).expect("open kept after the restart");
+        let mut text = String::new();
+        f.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "kept bytes");
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        drop(f);
+        assert_eq!(
+            common::read_meta(m.path(), "kept")["backing"],
+            format!("file:{}", kept.display())
+        );
+        assert!(
+            !m.section("lost").exists(),
+            "a file gone: its section is left aside"
+        );
+        assert_eq!(fs::read(m.section("plain")).expect("read plain"), b"plain");
+        assert!(m.log().contains("cannot reopen"), "{}", m.log());
+        // The record is kept, untouched, for whoever puts the file back.
+        assert_eq!(users::backing_files(&store).len(), 3);
     }
-    fs::remove_file(&lost).expect("rm lost");
-    let m = Mount::with_store(&store, "");
-    let mut f = fs::File::open(m.section("kept")).expect("open kept after the restart");
-    let mut text = String::new();
-    f.read_to_string(&mut text).expect("read");
-    assert_eq!(text, "kept bytes");
-    f.seek(SeekFrom::Start(0)).expect("seek");
-    drop(f);
-    assert_eq!(
-        common::read_meta(m.path(), "kept")["backing"],
-        format!("file:{}", kept.display())
-    );
-    assert!(
-        !m.section("lost").exists(),
-        "a file gone: its section is left aside"
-    );
-    assert_eq!(fs::read(m.section("plain")).expect("read plain"), b"plain");
-    assert!(m.log().contains("cannot reopen"), "{}", m.log());
-    // The record is kept, untouched, for whoever puts the file back.
-    assert_eq!(users::backing_files(&store).len(), 3);
 }

@@ -10,9 +10,9 @@
 //! The Python side is `tests/clients/real_programs.py`; the test command
 //! (`mount-scripts/test.sh`) puts a venv with numpy and lmdb first on PATH.
 
-mod common;
+use crate::common;
 
-use common::{Mount, ViewHolder, modes, read_meta, require_fuse, serial};
+use common::{Mount, ViewHolder, read_meta};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -255,24 +255,14 @@ fn sqlite_recovers(opts: &str) {
     drop(mount);
 }
 
-#[test]
-fn sqlite_wal_recovers_after_a_writer_is_killed() {
-    if !require_fuse() {
-        return;
-    }
-    let _serial = serial();
-    for opts in modes() {
+mount_test! {
+    serial fn sqlite_wal_recovers_after_a_writer_is_killed(opts) {
         sqlite_recovers(opts);
     }
 }
 
-#[test]
-fn sqlite_vacuum_and_truncating_journals_work() {
-    if !require_fuse() {
-        return;
-    }
-    let _serial = serial();
-    for opts in modes() {
+mount_test! {
+    serial fn sqlite_vacuum_and_truncating_journals_work(opts) {
         let mount = Mount::new(opts);
         let out = run(
             py(&[&"sqlite_maintenance", &mount.path()]),
@@ -284,13 +274,8 @@ fn sqlite_vacuum_and_truncating_journals_work() {
     }
 }
 
-#[test]
-fn numpy_memmap_w_plus_over_an_existing_file() {
-    if !require_fuse() {
-        return;
-    }
-    let _serial = serial();
-    for opts in modes() {
+mount_test! {
+    serial fn numpy_memmap_w_plus_over_an_existing_file(opts) {
         let mount = Mount::new(opts);
         let path = mount.section("array");
         std::fs::write(&path, vec![1u8; 64 * 1024]).expect("write the old array");
@@ -304,13 +289,8 @@ fn numpy_memmap_w_plus_over_an_existing_file() {
     }
 }
 
-#[test]
-fn lmdb_two_processes_and_a_grown_map() {
-    if !require_fuse() {
-        return;
-    }
-    let _serial = serial();
-    for opts in modes() {
+mount_test! {
+    serial fn lmdb_two_processes_and_a_grown_map(opts) {
         let mount = Mount::new(opts);
         let dir = mount.section("Local/env");
         // LMDB wants a directory; the user's namespace is one, holding data.mdb and lock.mdb.
@@ -378,14 +358,9 @@ fn wait_handles(mount: &Mount, name: &str, want: &str) {
     }
 }
 
-#[test]
-fn a_mapped_section_is_not_shrunk_and_the_sole_holder_may_shrink() {
-    if !require_fuse() {
-        return;
-    }
-    let _serial = serial();
-    const SIZE: u64 = 64 * 1024;
-    for opts in modes() {
+mount_test! {
+    serial fn a_mapped_section_is_not_shrunk_and_the_sole_holder_may_shrink(opts) {
+        const SIZE: u64 = 64 * 1024;
         let mount = Mount::new(opts);
         let path = mount.section("frame");
         let mut view = ViewHolder::start(&path, SIZE);
@@ -468,21 +443,17 @@ fn steps(dir: &Path) -> Vec<(&'static str, bool, bool)> {
     seen
 }
 
-#[test]
-fn directory_times_move_like_dev_shm() {
-    if !require_fuse() {
-        return;
-    }
-    let shm = tempfile::Builder::new()
-        .prefix("sectionfs-times-")
-        .tempdir_in("/dev/shm")
-        .expect("a directory in /dev/shm");
-    let expected = steps(shm.path());
-    assert!(
-        expected.iter().all(|&(_, m, c)| m && c),
-        "/dev/shm: {expected:?}"
-    );
-    for opts in modes() {
+mount_test! {
+    fn directory_times_move_like_dev_shm(opts) {
+        let shm = tempfile::Builder::new()
+            .prefix("sectionfs-times-")
+            .tempdir_in("/dev/shm")
+            .expect("a directory in /dev/shm");
+        let expected = steps(shm.path());
+        assert!(
+            expected.iter().all(|&(_, m, c)| m && c),
+            "/dev/shm: {expected:?}"
+        );
         let mount = Mount::new(opts);
         assert_eq!(steps(mount.path()), expected, "{opts}: the root");
         // A user's namespace directory (Sessions/UID, reached through Local).
