@@ -23,9 +23,15 @@ use common::{cpath, last_errno, open_fd as open};
 use common::Mount;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
-use sectionfs::meta::IoMode;
-use sectionfs::sections::{AttrChange, Caller, Kind, Options, SIDECAR_BIT, Sections};
-use sectionfs::store::{Commit, Lifetime, Store};
+use sectionfs::contract::{Commit, IoMode, Lifetime};
+use sectionfs::ino::Ino;
+use sectionfs::model::{AttrChange, Caller, Kind, Options, Sections};
+use sectionfs::store::Store;
+
+/// Whether an inode number names a sidecar.
+fn is_sidecar(ino: u64) -> bool {
+    matches!(Ino::decode(ino), Some(Ino::Sidecar(_)))
+}
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -941,7 +947,7 @@ impl Direct {
         let caller = Direct::caller();
         match self.lookup(name) {
             Ok(_) if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 => Err(libc::EEXIST),
-            Ok(ino) if ino & SIDECAR_BIT != 0 => self
+            Ok(ino) if is_sidecar(ino) => self
                 .sections
                 .open_sidecar(caller, ino, flags & !libc::O_CREAT)
                 .map(|fh| (fh, ino))
@@ -1105,7 +1111,7 @@ impl System for Direct {
                 let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
                 let (fh, ino) = self.open(n.bytes(), flags, 0)?;
                 // A sidecar opened read-only is not held: only sections are.
-                if ino & SIDECAR_BIT != 0 {
+                if is_sidecar(ino) {
                     self.release(fh);
                 } else {
                     self.slots[slot] = Some((fh, ino, write));
