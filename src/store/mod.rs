@@ -13,11 +13,15 @@
 //! A file name never derives from a section's name, so no user-chosen text reaches a path.
 //! Every file is reached relative to the `sections/` directory fd with `O_NOFOLLOW`.
 
-use crate::contract::{Commit, Lifetime};
+mod growth;
+mod record;
+
+pub use growth::{commit_range, grow};
+pub use record::{FileBacking, Record};
+
 use crate::error::{Error, Result};
-use crate::name;
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, FallocateFlags, OFlag, openat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstatat};
 use nix::sys::statvfs::{Statvfs, fstatvfs};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
@@ -29,168 +33,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The xattr on each backing file that holds its [`Record`].
-const RECORD_XATTR: &[u8] = b"user.sectionfs.record\0";
-/// First line of every record; the number is the format version.
-const RECORD_MAGIC: &str = "sectionfs-record 1";
 /// Ids are inode numbers, so their range is the inode encoding's (`ino.rs`).
 pub const FIRST_ID: u64 = crate::ino::FIRST_SECTION;
 pub const MAX_ID: u64 = crate::ino::MAX_SECTION;
-
-/// A section whose bytes live in a file outside the store (made by `ln -s /path NAME`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileBacking {
-    /// Absolute, as the creator gave it; reopened by this path after a restart.
-    pub path: PathBuf,
-    /// False when the creator could only read the file: the section is read-only.
-    pub writable: bool,
-}
-
-/// What the store keeps about a section besides its bytes and size.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub name: OsString,
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits only (07777).
-    pub mode: u32,
-    pub creator_pid: u32,
-    pub created_at: SystemTime,
-    pub commit: Commit,
-    /// Order of the last create or rename that gave this record its name. If a crash
-    /// interrupts a rename over an existing section, two records claim one name: the higher
-    /// `seq` is the rename's result, the lower one the section it replaced.
-    pub seq: u64,
-    /// Written only when not `Persistent`, so older daemons (which ignore unknown keys)
-    /// read every record; a record without it is persistent.
-    pub lifetime: Lifetime,
-    /// Set for a section over an existing file: its store file is then an empty
-    /// placeholder that carries this record. Written only when set.
-    pub backing: Option<FileBacking>,
-    /// The per-user namespace (`Local`) the name is in: `Some(uid)`; `None` is the global
-    /// one (the root). Written only when set.
-    pub namespace: Option<u32>,
-}
-
-impl Record {
-    pub fn encode(&self) -> String {
-        let t = self
-            .created_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut text = format!(
-            "{RECORD_MAGIC}\nname={}\nuid={}\ngid={}\nmode={:o}\ncreator_pid={}\n\
-             created_at={}.{:09}\ncommit={}\nseq={}\n",
-            name::escape(&self.name),
-            self.uid,
-            self.gid,
-            self.mode,
-            self.creator_pid,
-            t.as_secs(),
-            t.subsec_nanos(),
-            self.commit.as_str(),
-            self.seq
-        );
-        if self.lifetime != Lifetime::Persistent {
-            text.push_str(&format!("lifetime={}\n", self.lifetime.as_str()));
-        }
-        if let Some(uid) = self.namespace {
-            text.push_str(&format!("ns=uid:{uid}\n"));
-        }
-        if let Some(b) = &self.backing {
-            let access = if b.writable { "rw" } else { "ro" };
-            text.push_str(&format!(
-                "backing=file:{}\nbacking_access={access}\n",
-                name::escape(b.path.as_os_str())
-            ));
-        }
-        text
-    }
-
-    /// Parses a record; `Err` says what is wrong with it. Unknown keys are ignored so that
-    /// a newer daemon's records still load.
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
-        let text = std::str::from_utf8(bytes).map_err(|_| "record is not UTF-8".to_string())?;
-        let mut lines = text.lines();
-        if lines.next() != Some(RECORD_MAGIC) {
-            return Err("record has no sectionfs header".into());
-        }
-        let (mut name, mut uid, mut gid, mut mode, mut pid, mut created, mut commit, mut seq) =
-            (None, None, None, None, None, None, None, None);
-        let mut lifetime = Lifetime::Persistent;
-        let (mut backing, mut access) = (None, None);
-        let mut namespace = None;
-        for line in lines {
-            let Some((k, v)) = line.split_once('=') else {
-                return Err(format!("record line without '=': {line:?}"));
-            };
-            let bad = || format!("bad value for {k}: {v:?}");
-            match k {
-                "name" => name = Some(name::unescape(v).ok_or_else(bad)?),
-                "uid" => uid = Some(v.parse().map_err(|_| bad())?),
-                "gid" => gid = Some(v.parse().map_err(|_| bad())?),
-                "mode" => mode = Some(u32::from_str_radix(v, 8).map_err(|_| bad())? & 0o7777),
-                "creator_pid" => pid = Some(v.parse().map_err(|_| bad())?),
-                "created_at" => created = Some(parse_time(v).ok_or_else(bad)?),
-                "commit" => commit = Some(Commit::parse(v).ok_or_else(bad)?),
-                "seq" => seq = Some(v.parse().map_err(|_| bad())?),
-                "lifetime" => lifetime = Lifetime::parse(v).ok_or_else(bad)?,
-                "ns" => {
-                    let uid = v.strip_prefix("uid:").and_then(|u| u.parse().ok());
-                    namespace = Some(uid.ok_or_else(bad)?);
-                }
-                "backing" => {
-                    let path = v
-                        .strip_prefix("file:")
-                        .and_then(name::unescape)
-                        .map(PathBuf::from)
-                        .filter(|p| p.is_absolute())
-                        .ok_or_else(bad)?;
-                    backing = Some(path);
-                }
-                "backing_access" => {
-                    access = Some(match v {
-                        "rw" => true,
-                        "ro" => false,
-                        _ => return Err(bad()),
-                    })
-                }
-                _ => {}
-            }
-        }
-        let missing = |k: &str| format!("record lacks {k}");
-        let name = name.ok_or_else(|| missing("name"))?;
-        name::validate(&name).map_err(|e| format!("record holds a bad name: {e}"))?;
-        Ok(Record {
-            name,
-            uid: uid.ok_or_else(|| missing("uid"))?,
-            gid: gid.ok_or_else(|| missing("gid"))?,
-            mode: mode.ok_or_else(|| missing("mode"))?,
-            creator_pid: pid.ok_or_else(|| missing("creator_pid"))?,
-            created_at: created.ok_or_else(|| missing("created_at"))?,
-            commit: commit.ok_or_else(|| missing("commit"))?,
-            seq: seq.ok_or_else(|| missing("seq"))?,
-            lifetime,
-            backing: match (backing, access) {
-                (Some(path), Some(writable)) => Some(FileBacking { path, writable }),
-                (None, None) => None,
-                _ => return Err("record has backing without backing_access, or the reverse".into()),
-            },
-            namespace,
-        })
-    }
-}
-
-fn parse_time(v: &str) -> Option<SystemTime> {
-    let (s, n) = v.split_once('.')?;
-    let (s, n): (u64, u32) = (s.parse().ok()?, n.parse().ok()?);
-    if n >= 1_000_000_000 {
-        return None;
-    }
-    UNIX_EPOCH.checked_add(Duration::new(s, n))
-}
 
 /// A section found in the store at start-up.
 #[derive(Debug)]
@@ -370,26 +216,7 @@ impl Store {
         if !meta.is_file() {
             return Err("not a regular file".into());
         }
-        let mut buf = vec![0u8; 4096];
-        // SAFETY: the buffer is valid for its length; the name is NUL-terminated.
-        let n = unsafe {
-            libc::fgetxattr(
-                file.as_raw_fd(),
-                RECORD_XATTR.as_ptr().cast(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return Err(if e.raw_os_error() == Some(libc::ENODATA) {
-                "backing file without a record".into()
-            } else {
-                format!("cannot read its record: {e}")
-            });
-        }
-        buf.truncate(n as usize);
-        Record::decode(&buf)
+        record::read(&file)
     }
 
     /// Creates a section's backing file with its record, atomically: the file appears in
@@ -399,7 +226,7 @@ impl Store {
         let unnamed = openat(&self.dir, ".", OFlag::O_TMPFILE | RW, PRIVATE);
         if let Ok(fd) = unnamed {
             let file = File::from(fd);
-            set_record(&file, record)?;
+            record::write(&file, record)?;
             // An id may still be taken by a damaged entry left aside at start-up.
             loop {
                 let id = self.fresh_id()?;
@@ -427,7 +254,7 @@ impl Store {
             }
         };
         let file = File::from(fd);
-        if let Err(e) = set_record(&file, record) {
+        if let Err(e) = record::write(&file, record) {
             let _ = self.remove(id);
             return Err(e);
         }
@@ -482,7 +309,7 @@ impl Store {
 
     /// Replaces a section's record (rename, chmod, chown). Atomic: one setxattr.
     pub fn write_record(&self, id: u64, record: &Record) -> Result<()> {
-        set_record(&self.open_file(id)?, record)
+        record::write(&self.open_file(id)?, record)
     }
 
     /// Stats a section's backing file without opening it.
@@ -518,89 +345,6 @@ impl Store {
     fn sections_path(&self) -> PathBuf {
         self.root.join("sections")
     }
-}
-
-/// Grows `file` to `new_size` (never shrinks it). `Eager` allocates every new byte or
-/// fails with ENOSPC leaving size and bytes as they were; `Lazy` only sets the size.
-///
-/// The size moves by fallocate mode 0 of the last byte, which only ever raises it: a
-/// concurrent write past the end (passthrough writes never reach the daemon) can never be
-/// cut off, as it could be by an ftruncate computed from a stale size.
-pub fn grow(file: &File, old_size: u64, new_size: u64, commit: Commit) -> Result<()> {
-    if new_size <= old_size {
-        return Ok(());
-    }
-    let new = i64::try_from(new_size).map_err(|_| Error::TooBig)?;
-    if commit == Commit::Eager {
-        // Allocate before the size moves: a mode-0 fallocate that runs out of space may
-        // leave the size half-raised (ext4 raises it extent by extent), this cannot.
-        // tmpfs frees what a failed call took; blocks a disk store keeps past the end are
-        // reused by the next growth and freed with the section.
-        commit_range(file, old_size, new_size - old_size)?;
-    }
-    match fallocate(file, FallocateFlags::empty(), new - 1, 1) {
-        Ok(()) => Ok(()),
-        // SEC_RESERVE growth needs no storage: a store without fallocate, or one too full
-        // for even the last page, still grows. The caller holds the section's lock; only a
-        // passthrough write past the end can move the size meanwhile, so look again.
-        Err(e)
-            if commit == Commit::Lazy
-                && matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSPC)) =>
-        {
-            if file.metadata()?.len() < new_size {
-                file.set_len(new_size)?;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Allocates storage for `[offset, offset + len)` without changing the size: the SEC_RESERVE
-/// commit (VirtualAlloc MEM_COMMIT). Fails with ENOSPC when the store cannot hold it.
-pub fn commit_range(file: &File, offset: u64, len: u64) -> Result<()> {
-    if len == 0 {
-        return Ok(());
-    }
-    let end = offset.checked_add(len).ok_or(Error::TooBig)?;
-    let (off, end) = (
-        i64::try_from(offset).map_err(|_| Error::TooBig)?,
-        i64::try_from(end).map_err(|_| Error::TooBig)?,
-    );
-    Ok(fallocate(
-        file,
-        FallocateFlags::FALLOC_FL_KEEP_SIZE,
-        off,
-        end - off,
-    )?)
-}
-
-fn fallocate(file: &File, mode: FallocateFlags, offset: i64, len: i64) -> io::Result<()> {
-    loop {
-        match nix::fcntl::fallocate(file, mode, offset, len) {
-            Ok(()) => return Ok(()),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-fn set_record(file: &File, record: &Record) -> Result<()> {
-    let text = record.encode();
-    // SAFETY: valid fd, NUL-terminated name, buffer valid for its length.
-    let rc = unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            RECORD_XATTR.as_ptr().cast(),
-            text.as_ptr().cast(),
-            text.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    Ok(())
 }
 
 fn take_lock(root: &Path) -> std::result::Result<File, String> {
@@ -647,20 +391,7 @@ fn check_xattrs(dir: &OwnedFd) -> io::Result<()> {
         return Ok(());
     };
     let file = File::from(fd);
-    // SAFETY: valid fd, NUL-terminated name, one-byte buffer.
-    let rc = unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            RECORD_XATTR.as_ptr().cast(),
-            b"x".as_ptr().cast(),
-            1,
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    record::set_xattr(&file, b"x")
 }
 
 /// What kind of file a `st_mode` describes, for the log.
@@ -705,67 +436,8 @@ fn parse_id(fname: &OsStr) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::record::{self, sample as record};
     use super::*;
-
-    fn record(name: &str, seq: u64) -> Record {
-        Record {
-            name: name.into(),
-            uid: 1000,
-            gid: 100,
-            mode: 0o640,
-            creator_pid: 42,
-            created_at: UNIX_EPOCH + Duration::new(1_700_000_000, 5),
-            commit: Commit::Lazy,
-            seq,
-            lifetime: Lifetime::Persistent,
-            backing: None,
-            namespace: None,
-        }
-    }
-
-    #[test]
-    fn record_round_trips() {
-        let r = record("we\nird name\x01 ü", 7);
-        assert_eq!(Record::decode(r.encode().as_bytes()), Ok(r));
-        // A persistent record reads as it did before lifetimes existed.
-        assert!(!record("p", 1).encode().contains("lifetime"));
-        let h = Record {
-            lifetime: Lifetime::Handles,
-            ..record("h", 2)
-        };
-        assert!(h.encode().contains("lifetime=handles\n"));
-        assert_eq!(Record::decode(h.encode().as_bytes()), Ok(h));
-        let f = Record {
-            backing: Some(FileBacking {
-                path: "/srv/data\nfile".into(),
-                writable: false,
-            }),
-            ..record("f", 3)
-        };
-        let text = f.encode();
-        assert!(text.contains("backing=file:/srv/data\\nfile\nbacking_access=ro\n"));
-        assert_eq!(Record::decode(text.as_bytes()), Ok(f));
-        let local = Record {
-            namespace: Some(1000),
-            ..record("l", 4)
-        };
-        assert!(local.encode().contains("ns=uid:1000\n"));
-        assert_eq!(Record::decode(local.encode().as_bytes()), Ok(local));
-        let relative = text.replace("file:/srv", "file:srv");
-        assert!(Record::decode(relative.as_bytes()).is_err());
-    }
-
-    #[test]
-    fn record_refuses_damage() {
-        let good = record("x", 1).encode();
-        assert!(Record::decode(&good.as_bytes()[..good.len() / 2]).is_err());
-        assert!(Record::decode(b"garbage").is_err());
-        assert!(Record::decode(b"\xff\xfe").is_err());
-        assert!(Record::decode(good.replace("mode=640", "mode=9z").as_bytes()).is_err());
-        assert!(Record::decode(good.replace("name=x", "name=a.meta").as_bytes()).is_err());
-        // Unknown keys are fine.
-        assert!(Record::decode(format!("{good}future=1\n").as_bytes()).is_ok());
-    }
 
     #[test]
     fn damaged_entries_neither_spend_nor_block_ids() {
@@ -831,19 +503,8 @@ mod tests {
         let sections = tmp.path().join("sections");
         let copy = sections.join(id_name(id + 7));
         std::fs::copy(sections.join(id_name(id)), &copy).unwrap();
-        let rec = record("n", 3).encode();
-        let c = CString::new(copy.as_os_str().as_bytes()).unwrap();
-        // SAFETY: NUL-terminated path and name, buffer valid for its length.
-        let rc = unsafe {
-            libc::setxattr(
-                c.as_ptr(),
-                RECORD_XATTR.as_ptr().cast(),
-                rec.as_ptr().cast(),
-                rec.len(),
-                0,
-            )
-        };
-        assert_eq!(rc, 0);
+        let file = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+        record::write(&file, &record("n", 3)).unwrap();
         let scan = store.scan().unwrap();
         assert_eq!(scan.sections.len(), 1);
         assert_eq!(scan.sections[0].id, id, "the older id is kept");
@@ -872,44 +533,6 @@ mod tests {
                 "not a regular file (a fifo)",
                 "not a regular file (a symlink)"
             ]
-        );
-    }
-
-    #[test]
-    fn grow_never_shrinks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let f = File::create(tmp.path().join("f")).unwrap();
-        grow(&f, 0, 8192, Commit::Eager).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 8192);
-        grow(&f, 8192, 100, Commit::Lazy).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 8192);
-        grow(&f, 0, 4096, Commit::Lazy).unwrap();
-        assert_eq!(
-            f.metadata().unwrap().len(),
-            8192,
-            "a stale old size cannot shrink it"
-        );
-        grow(&f, 8192, 1 << 20, Commit::Lazy).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 1 << 20);
-    }
-
-    #[test]
-    fn eager_growth_allocates_and_lazy_growth_does_not() {
-        use std::os::unix::fs::MetadataExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let f = File::create(tmp.path().join("f")).unwrap();
-        let allocated = |f: &File| f.metadata().unwrap().blocks() * 512;
-        grow(&f, 0, 1 << 20, Commit::Eager).unwrap();
-        assert!(allocated(&f) >= 1 << 20);
-        grow(&f, 1 << 20, 64 << 20, Commit::Lazy).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 64 << 20);
-        assert!(allocated(&f) < 2 << 20, "lazy growth stays a hole");
-        commit_range(&f, 1 << 20, 1 << 20).unwrap();
-        assert!(allocated(&f) >= 2 << 20);
-        assert_eq!(
-            f.metadata().unwrap().len(),
-            64 << 20,
-            "commit keeps the size"
         );
     }
 }

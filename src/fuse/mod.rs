@@ -2,17 +2,24 @@
 //! ([`Sections`]) and its result into a reply. No section logic lives here; only what the
 //! kernel's protocol decides: TTLs, open flags, passthrough registration.
 
-use crate::contract::{IoMode, LIFETIME_XATTR, XATTR_PREFIX};
+mod passthrough;
+mod reply;
+
+use crate::contract::{LIFETIME_XATTR, XATTR_PREFIX};
 use crate::error::Error;
 use crate::ino::Ino;
-use crate::model::{Attr, AttrChange, Caller, Kind, Sections};
+use crate::model::{AttrChange, Sections};
 use crate::name;
 use dashmap::DashMap;
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use passthrough::Registration;
+use reply::{
+    Inode, NEGATIVE_TTL, absent, caller, errno, file_attr, file_type, reply_xattr, system_time, ttl,
 };
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -23,32 +30,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// How long the kernel may keep a section's entry and attributes. Every change to a
-/// section passes through this one kernel mount (sizes grow by setattr or by writes the
-/// kernel itself tracks; names change by its create, unlink and rename), so the kernel's
-/// copy stays right without asking us. Only times and block counts that mapped writes move
-/// in the store go stale. Long, because an expired entry costs an open two extra round
-/// trips (LOOKUP, then GETATTR for the permission check).
-const SECTION_TTL: Duration = Duration::from_secs(3600);
-/// Sidecars change behind the kernel's back (status, handles, size): never cache them.
-const SIDECAR_TTL: Duration = Duration::ZERO;
-/// How long the kernel may remember that a section name is absent. A section appears only
-/// through this mount, whose create replaces the negative entry. Never for `NAME.meta`:
-/// that name appears when `NAME` is created, which the kernel cannot connect to it.
-const NEGATIVE_TTL: Duration = SECTION_TTL;
-
 /// Largest write the kernel sends in one request (it caps this at 1 MiB).
 const MAX_WRITE: u32 = 1 << 20;
-
-/// A section's passthrough registration (FUSE_DEV_IOC_BACKING_OPEN), and which file it
-/// registered. Shared: an open in flight keeps it registered until its reply is sent, even
-/// if the section is detached meanwhile; the last clone to drop unregisters it.
-#[derive(Clone)]
-struct Registration {
-    id: Arc<BackingId>,
-    /// (st_dev, st_ino) of the registered file.
-    file: (u64, u64),
-}
 
 pub struct SectionFs {
     model: Arc<Sections>,
@@ -83,145 +66,7 @@ impl SectionFs {
     }
 }
 
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
-}
-
-/// Logs a failed request once (refusals at debug, faults at warn) and gives its errno.
-/// A missing name or attribute is an answer, not a refusal: the kernel asks for names
-/// before every create and for security.* attributes before every write, so those stay
-/// quiet.
-fn errno(op: &str, what: &dyn std::fmt::Debug, e: &Error) -> Errno {
-    let n = e.errno();
-    match e {
-        Error::NotFound | Error::NoAttr => {}
-        e if e.is_refusal() => log::debug!("{op} {what:?}: {e} (errno {n})"),
-        e => crate::error::warn_limited(format_args!("{op} {what:?}: {e} (errno {n})")),
-    }
-    Errno::from_i32(n)
-}
-
-/// An inode as a log line shows it: by name, with its number.
-struct Inode(u64, Option<std::ffi::OsString>);
-
-impl std::fmt::Debug for Inode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.1 {
-            Some(name) => write!(f, "{name:?} (inode {})", self.0),
-            None => write!(f, "inode {}", self.0),
-        }
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.ctime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn file_type(kind: Kind) -> FileType {
-    match kind {
-        Kind::Directory => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
-
-/// The attributes of a negative entry: only the inode number (0) is read.
-fn absent() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn ttl(ino: u64) -> Duration {
-    // `Local`'s size is the length of the caller's own target.
-    if matches!(Ino::decode(ino), Some(Ino::Sidecar(_) | Ino::Local)) {
-        SIDECAR_TTL
-    } else {
-        SECTION_TTL
-    }
-}
-
-fn system_time(t: TimeOrNow) -> Option<SystemTime> {
-    match t {
-        TimeOrNow::SpecificTime(t) => Some(t),
-        TimeOrNow::Now => None,
-    }
-}
-
 impl SectionFs {
-    /// The attach step of an open or create (see `Sections::create_in`): in passthrough
-    /// mode, the section's registration, made from `file` by `register` unless one of
-    /// that same file is kept. A refused registration fails the open with EIO and the
-    /// model undoes all of it. Runs under the section's lock, so it cannot race the
-    /// model's detach hook.
-    fn attach(
-        &self,
-        ino: u64,
-        file: &File,
-        register: impl FnOnce() -> io::Result<BackingId>,
-    ) -> Result<Option<Registration>, Error> {
-        if !self.passthrough() {
-            return Ok(None);
-        }
-        // A store file replaced by hand while its section was idle must not be served
-        // through the registration of the file it replaced.
-        let st = crate::model::fstat(file)?;
-        let identity = (st.st_dev, st.st_ino);
-        if let Some(r) = self.backings.get(&ino)
-            && r.file == identity
-        {
-            return Ok(Some(r.clone()));
-        }
-        // No errno of its own: the caller sees EIO, the log the kernel's reason.
-        let id = register()
-            .map_err(|e| Error::Io(io::Error::other(format!("passthrough registration: {e}"))))?;
-        log::debug!("passthrough: section {ino} registered");
-        let r = Registration {
-            id: Arc::new(id),
-            file: identity,
-        };
-        self.backings.insert(ino, r.clone());
-        Ok(Some(r))
-    }
-
-    fn passthrough(&self) -> bool {
-        self.model.io() == IoMode::Passthrough
-    }
-
     /// Names an inode for a log line.
     fn inode(&self, ino: INodeNo) -> Inode {
         Inode(ino.0, self.model.name_of(ino.0))
@@ -750,15 +595,5 @@ impl fuser::Filesystem for SectionFs {
                 reply.error(errno("fallocate", &what, &e))
             }
         }
-    }
-}
-
-fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(Errno::from_i32(Error::Range.errno()));
-    } else {
-        reply.data(value);
     }
 }
