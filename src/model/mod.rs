@@ -1,5 +1,5 @@
 //! The model: sections, their names, inode numbers, handles, creation status and growth.
-//! Plain Rust over a [`Store`]; the FUSE adapter (`fuse.rs`) only translates to it, and the
+//! Plain Rust over a [`Store`]; the FUSE adapter (`fuse/`) only translates to it, and the
 //! unit tests beside each part drive it without a mount. This file is the facade: the
 //! public types and the [`Sections`] value; each job is one file below, and every file
 //! adds its own `impl Sections` block.
