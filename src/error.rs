@@ -151,8 +151,8 @@ static WARN_BUDGET: Mutex<WarnBudget> = Mutex::new(WarnBudget {
     suppressed: 0,
 });
 
-/// Logs a fault at warn, unless [`WARN_BURST`] warnings were logged in the last
-/// [`WARN_WINDOW`]; what was held back is counted and said with the next window's first.
+/// Logs a fault at warn, unless `WARN_BURST` warnings were logged in the last
+/// `WARN_WINDOW`; what was held back is counted and said with the next window's first.
 /// Every warning a request can cause goes through here.
 pub fn warn_limited(args: fmt::Arguments<'_>) {
     if !log::log_enabled!(log::Level::Warn) {

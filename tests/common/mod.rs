@@ -541,6 +541,20 @@ pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
 }
 
 /// A path as a C string (test paths hold no NUL).
+/// `open(path, O_RDWR|O_CREAT, 0644)`: the open-or-create of CreateFileMapping; panics
+/// with the path on failure.
+pub fn open_or_create(path: &Path) -> File {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open-or-create {}: {e}", path.display()))
+}
+
 pub fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("no NUL in a test path")
 }

@@ -56,17 +56,6 @@ impl SmallStore {
     }
 }
 
-fn open_rw(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
 fn size(f: &File) -> u64 {
     f.metadata().unwrap().len()
 }
@@ -101,7 +90,7 @@ mount_test! {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=eager"));
         let path = m.section("Eager");
-        let f = open_rw(&path);
+        let f = common::open_or_create(&path);
 
         // Bigger than the whole store: ENOSPC, and the section is as it was.
         let free = small.free();
@@ -155,7 +144,7 @@ mount_test! {
     serial fn eager_write_past_the_end(opts) {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=eager"));
-        let f = open_rw(&m.section("W"));
+        let f = common::open_or_create(&m.section("W"));
         let _filler = small.fill_leaving(4 * MIB);
 
         // A write that fits grows the section like ftruncate would.
@@ -183,7 +172,7 @@ mount_test! {
         for (commit, fits) in [("eager", false), ("lazy", true)] {
             let small = SmallStore::new();
             let m = Mount::with_store(&small.store, &format!("{opts},commit={commit}"));
-            let f = open_rw(&m.section("Big"));
+            let f = common::open_or_create(&m.section("Big"));
             let free = small.free();
             let grown = f.set_len(24 * MIB);
             assert_eq!(grown.is_ok(), fits, "{opts} commit={commit}: {grown:?}");
@@ -211,7 +200,7 @@ mount_test! {
         let small = SmallStore::new();
         let m = Mount::with_store(&small.store, &format!("{opts},commit=lazy"));
         let path = m.section("Lazy");
-        let f = open_rw(&path);
+        let f = common::open_or_create(&path);
         f.set_len(24 * MIB).unwrap();
         assert_eq!(read_meta(m.path(), "Lazy")["commit"], "lazy");
 

@@ -5,8 +5,8 @@
 use crate::common;
 
 use common::{Client, Mount, c_program, run_ok};
-use std::fs::{self, OpenOptions, Permissions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, Permissions};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -21,14 +21,7 @@ fn probe(args: &[&str], path: &Path) -> Command {
 }
 
 fn create(path: &Path, size: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let f = common::open_or_create(path);
     f.set_len(size).unwrap();
 }
 

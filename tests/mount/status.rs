@@ -6,9 +6,8 @@ use crate::common;
 
 use common::{Client, Mount, c_program, modes, read_meta, run_ok};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::ErrorKind;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,17 +15,6 @@ use std::time::{Duration, Instant};
 /// Processes opening one new name at once, and how many names each mode races for.
 const RACERS: usize = 8;
 const ROUNDS: usize = 50;
-
-fn open_or_create(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open-or-create {}: {e}", path.display()))
-}
 
 /// Waits until the daemon has seen every release of the section (RELEASE is sent after
 /// close returns): a readiness wait with a deadline, not a timing assertion.
@@ -148,7 +136,7 @@ mount_test! {
         let name = path.to_str().unwrap();
 
         // This test process creates S and holds it.
-        let mine = open_or_create(&path);
+        let mine = common::open_or_create(&path);
         assert_eq!(read_meta(m.path(), "S")["status"], "created", "{opts}");
         // A shell without a handle: the most recent open is the creation.
         let cat = run_ok(Command::new("cat").arg(format!("{name}.meta")));
@@ -181,7 +169,7 @@ mount_test! {
         assert_eq!(other, "already_exists");
 
         // Its own second open is now its most recent one.
-        let second = open_or_create(&path);
+        let second = common::open_or_create(&path);
         assert_eq!(read_meta(m.path(), "S")["status"], "already_exists");
         drop((mine, second));
         wait_no_handles(m.path(), "S");
@@ -254,7 +242,7 @@ mount_test! {
         const PROCESSES: usize = 20;
         let m = Mount::new(opts);
         let path = m.section("Many");
-        let keep = open_or_create(&path);
+        let keep = common::open_or_create(&path);
         for _ in 0..PROCESSES {
             Client::C.ok(["open".as_ref(), path.as_os_str()]);
         }
