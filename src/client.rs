@@ -259,8 +259,9 @@ impl Section {
     /// [`Section::map_range`] and atomics for bytes shared while they change.
     pub unsafe fn map_mut(&self, offset: u64, len: usize) -> io::Result<MmapMut> {
         self.check_range(offset, len)?;
-        // SAFETY: the caller upholds exclusive access; the section never shrinks, so the
-        // mapped range keeps its backing.
+        // SAFETY: the caller upholds exclusive access; while this handle is open no other
+        // process may shrink the section (EBUSY: the sole-holder rule), so the mapped range
+        // keeps its backing.
         unsafe {
             MmapOptions::new()
                 .offset(offset)
