@@ -5,38 +5,45 @@
 //! See DESIGN.md for how the pieces fit.
 //!
 //! The API is [`client`] (sections from Rust) and [`contract`] (what clients read: the
-//! creation status, the data mode, the sidecar's text). Every other module is the daemon:
-//! public only so that the `sectionfs` binary and the integration tests reach it, hidden
-//! from the documentation, and no interface to build on.
+//! creation status, the data mode, the sidecar's text). The daemon's modules are private;
+//! `daemon` (hidden from the documentation) names the few items the `sectionfs` binary
+//! and the integration tests reach, and is no interface to build on.
 
 pub mod client;
 pub mod contract;
 
+mod cli;
+mod creds;
+mod error;
+mod fuse;
+mod ino;
+mod list;
+mod model;
+mod mount;
+mod name;
+mod namespace;
+mod quota;
+mod resolve;
+mod store;
+mod views;
+
+/// What the `sectionfs` binary and the integration tests reach of the daemon.
 #[doc(hidden)]
-pub mod cli;
-#[doc(hidden)]
-pub mod creds;
-#[doc(hidden)]
-pub mod error;
-#[doc(hidden)]
-pub mod fuse;
-#[doc(hidden)]
-pub mod ino;
-#[doc(hidden)]
-pub mod list;
-#[doc(hidden)]
-pub mod model;
-#[doc(hidden)]
-pub mod mount;
-#[doc(hidden)]
-pub mod name;
-#[doc(hidden)]
-pub mod namespace;
-#[doc(hidden)]
-pub mod quota;
-#[doc(hidden)]
-pub mod resolve;
-#[doc(hidden)]
-pub mod store;
-#[doc(hidden)]
-pub mod views;
+pub mod daemon {
+    pub use crate::cli::{
+        CliError, Command, MountOptions, Passthrough, default_store, parse_command,
+    };
+    pub use crate::error::Error;
+    pub use crate::ino::Ino;
+    pub use crate::list::run as list;
+    pub use crate::model::{AttrChange, Caller, Kind, Options, Sections};
+    pub use crate::mount::run as mount;
+    pub use crate::store::{FileBacking, Record, Store};
+
+    /// The section name rules and their escaping, for the parser tests.
+    pub mod name {
+        pub use crate::name::{
+            MAX_NAME_LEN, META_SUFFIX, escape, sidecar_name, sidecar_of, unescape, validate,
+        };
+    }
+}

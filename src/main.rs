@@ -1,10 +1,10 @@
-use sectionfs::cli::{self, CliError, Command};
+use sectionfs::daemon::{self, CliError, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let config = match cli::parse_command(std::env::args_os()) {
+    let config = match daemon::parse_command(std::env::args_os()) {
         Ok(Command::Mount(c)) => c,
-        Ok(Command::List(args)) => return report(sectionfs::list::run(&args)),
+        Ok(Command::List(args)) => return report(daemon::list(&args)),
         Err(CliError::Clap(e)) => e.exit(),
         Err(CliError::Msg(m)) => {
             eprintln!("sectionfs: {m}");
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    report(sectionfs::mount::run(config))
+    report(daemon::mount(config))
 }
 
 /// Exit 0, or 1 after one line on stderr.

@@ -369,7 +369,7 @@ fn scripts_are_strict_and_never_kill_by_name() {
     assert_eq!(lines.len(), 1, "one active line");
     assert_eq!(lines[0].len(), 6);
     assert_eq!(lines[0][2], "fuse.sectionfs");
-    let mut options = sectionfs::cli::MountOptions::default();
+    let mut options = sectionfs::daemon::MountOptions::default();
     options
         .apply(lines[0][3])
         .expect("the daemon takes the example's options");
@@ -400,7 +400,7 @@ impl Drop for UnitDaemon {
         if is_mounted(&self.mnt) {
             let _ = umount(&self.mnt, true);
         }
-        let _ = fs::remove_dir_all(sectionfs::cli::default_store(&self.mnt));
+        let _ = fs::remove_dir_all(sectionfs::daemon::default_store(&self.mnt));
     }
 }
 

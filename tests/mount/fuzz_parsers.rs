@@ -8,11 +8,11 @@
 //! is named, and that no input makes a parser panic. No mount is needed here.
 
 use proptest::prelude::*;
-use sectionfs::cli::{MountOptions, Passthrough};
 use sectionfs::contract::{Commit, Lifetime};
-use sectionfs::error::Error;
-use sectionfs::name;
-use sectionfs::store::{FileBacking, Record};
+use sectionfs::daemon::Error;
+use sectionfs::daemon::name;
+use sectionfs::daemon::{FileBacking, Record};
+use sectionfs::daemon::{MountOptions, Passthrough};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, UNIX_EPOCH};

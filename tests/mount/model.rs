@@ -24,9 +24,7 @@ use common::Mount;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use sectionfs::contract::{Commit, IoMode, Lifetime};
-use sectionfs::ino::Ino;
-use sectionfs::model::{AttrChange, Caller, Kind, Options, Sections};
-use sectionfs::store::Store;
+use sectionfs::daemon::{AttrChange, Caller, Ino, Kind, Options, Sections, Store};
 
 /// Whether an inode number names a sidecar.
 fn is_sidecar(ino: u64) -> bool {
@@ -883,7 +881,7 @@ impl<'a> Real<'a> {
 // ---------------------------------------------------------------------------------------
 // The model itself, without a mount.
 
-/// The daemon's model (`sectionfs::sections::Sections`) driven directly, with the kernel's
+/// The daemon's model (`sectionfs::daemon::Sections`) driven directly, with the kernel's
 /// part played here as the mount test meets it: LOOKUP before every path operation (and
 /// ENAMETOOLONG past 255 bytes before it), O_EXCL on an existing name, the access mode of a
 /// held descriptor (EBADF, EINVAL, EACCES), rename's "same file" and NOREPLACE, and a
