@@ -21,12 +21,14 @@ command -v cc >/dev/null 2>&1 || need="$need gcc"               # the C clients 
 command -v make >/dev/null 2>&1 || need="$need make"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkgconf"   # `pkg-config sections`
 command -v python3 >/dev/null 2>&1 || need="$need python3"
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need="$need python3-venv"
 command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
-if [ -n "$need" ]; then
-    echo "test.sh: installing$need"
+apt_install() {
+    echo "test.sh: installing $*"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if [ -n "$need" ]; then
+    apt_install $need
 fi
 
 if [ ! -e /dev/fuse ]; then
@@ -38,7 +40,13 @@ fi
 # `python3` a test starts has them (no change to the system's Python).
 venv=${SECTIONFS_TEST_VENV:-$PWD/target/test-venv}
 if [ ! -x "$venv/bin/python3" ]; then
-    python3 -m venv "$venv"
+    # Debian ships venv's pip bootstrap (ensurepip) apart, in python3-venv: a plain
+    # `import ensurepip` can succeed without it, so try the real thing.
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        apt_install python3-venv
+        python3 -m venv "$venv"
+    fi
 fi
 # wheel (with the venv's setuptools) lets the tests run `pip install ./clients/python`
 # offline, with --no-build-isolation.
