@@ -257,6 +257,30 @@ static DWORD grow(int fd, uint64_t size, bool commit)
     return 0;
 }
 
+/* The end of every named create or open: grow to the size asked (KB Q104012) when this
+ * handle may, then the handle and its ERROR_ALREADY_EXISTS answer. A growth that fails
+ * leaves no section this call made. */
+static HANDLE finish_open(const char *path, int fd, bool created, DWORD protect, uint64_t size,
+                          bool commit)
+{
+    if (created || protect == PAGE_READWRITE) {
+        DWORD err = grow(fd, size, commit);
+        if (err != 0) {
+            /* Windows makes no section then. The name goes now, not at the RELEASE
+             * that follows close(2) a moment later; a racing opener keeps its handle. */
+            if (created)
+                unlink(path);
+            close(fd);
+            last_error = err;
+            return NULL;
+        }
+    }
+    HANDLE h = new_handle(fd, protect);
+    if (h != NULL)
+        last_error = created ? ERROR_SUCCESS : ERROR_ALREADY_EXISTS;
+    return h;
+}
+
 /* ---- CreateFileMapping ------------------------------------------------------------ */
 
 /* Opens or creates the named section at path (hFile == INVALID_HANDLE_VALUE). */
@@ -302,22 +326,7 @@ static HANDLE create_named(const char *path, DWORD protect, uint64_t size, bool 
             return NULL;
         }
     }
-    if (created || protect == PAGE_READWRITE) {
-        err = grow(fd, size, commit);
-        if (err != 0) {
-            /* Windows makes no section then. The name goes now, not at the RELEASE
-             * that follows close(2) a moment later; a racing opener keeps its handle. */
-            if (created)
-                unlink(path);
-            close(fd);
-            last_error = err;
-            return NULL;
-        }
-    }
-    HANDLE h = new_handle(fd, protect);
-    if (h != NULL)
-        last_error = created ? ERROR_SUCCESS : ERROR_ALREADY_EXISTS;
-    return h;
+    return finish_open(path, fd, created, protect, size, commit);
 }
 
 /* The section over the caller's file (fd), named path: the mount's `ln -s FILE NAME`. */
@@ -388,18 +397,7 @@ static HANDLE create_over_file(const char *path, int file_fd, DWORD protect, uin
         last_error = err;
         return NULL;
     }
-    if (size != 0 && (created || protect == PAGE_READWRITE)) {
-        err = grow(fd, size, commit);
-        if (err != 0) {
-            close(fd);
-            last_error = err;
-            return NULL;
-        }
-    }
-    HANDLE h = new_handle(fd, protect);
-    if (h != NULL)
-        last_error = created ? ERROR_SUCCESS : ERROR_ALREADY_EXISTS;
-    return h;
+    return finish_open(path, fd, created, protect, size, commit);
 }
 
 /* An unnamed section: a memfd, or the caller's file itself. */

@@ -141,29 +141,14 @@ mount_test! {
     }
 }
 
-/// How `sectionfs` names a mount point's default store (systemd-escape style).
-fn escaped(p: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = p.as_os_str().as_bytes();
-    let trimmed = bytes.strip_prefix(b"/").unwrap_or(bytes);
-    let mut out = String::new();
-    for (i, &c) in trimmed.iter().enumerate() {
-        match c {
-            b'/' => out.push('-'),
-            b'.' if i == 0 => out.push_str("\\x2e"),
-            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' => out.push(c as char),
-            c => out.push_str(&format!("\\x{c:02x}")),
-        }
-    }
-    out
-}
-
 mount_test! {
     fn a_users_default_store_is_private_on_tmpfs() {
         let parent = Path::new("/dev/shm/sectionfs-1000");
         let made_parent = !parent.exists();
         let m = UserMount::with_default_store(A, "");
-        let store = parent.join(escaped(m.path()));
+        // The daemon's own naming, under uid 1000's directory (this test runs as root).
+        let default = sectionfs::daemon::default_store(m.path());
+        let store = parent.join(default.file_name().expect("a store has a name"));
         assert_eq!(A.on("grow", &m.section("s"), &["8192"]), "ok 8192");
         for dir in [parent, &store] {
             let meta = fs::symlink_metadata(dir).expect("stat the default store");
