@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
         ro                       mount read-only\n  \
         commit=eager|lazy        SEC_COMMIT (default: growth allocates or fails ENOSPC) or SEC_RESERVE\n  \
         passthrough=auto|on|off  data straight to the store (default auto: when the kernel allows)\n  \
+        io_uring=auto|on|off     FUSE over io_uring, per-CPU queues (default auto: when the kernel\n  \
+                                 offers it; root: echo Y > /sys/module/fuse/parameters/enable_uring)\n  \
         user_quota=SIZE          cap each user's total section size (e.g. 64m; k/m/g/t suffixes)\n  \
         lifetime=persistent|handles  new sections' names go at unlink only (default), or also\n  \
                                  with their last handle, as on Windows\n  \
@@ -45,15 +47,29 @@ struct Args {
     second: Option<PathBuf>,
 }
 
-/// How section data moves, as asked on the command line.
+/// A kernel feature as asked for on the command line (`passthrough=`, `io_uring=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Passthrough {
-    /// Passthrough when the kernel and privileges allow, cached otherwise.
+pub enum Switch {
+    /// Used when the kernel and privileges allow, done without otherwise.
     Auto,
-    /// Passthrough or no mount.
+    /// Used, or no mount.
     On,
-    /// Always the cached mode.
+    /// Never used.
     Off,
+}
+
+/// How section data moves: straight to the store, or through the daemon (cached).
+pub type Passthrough = Switch;
+
+impl Switch {
+    fn parse(key: &str, v: &str) -> Result<Switch, String> {
+        match v {
+            "auto" => Ok(Switch::Auto),
+            "on" => Ok(Switch::On),
+            "off" => Ok(Switch::Off),
+            _ => Err(format!("-o {key}={v}: expected auto, on or off")),
+        }
+    }
 }
 
 /// Everything the mount needs, validated.
@@ -73,6 +89,8 @@ pub struct MountOptions {
     pub read_only: bool,
     pub commit: Commit,
     pub passthrough: Passthrough,
+    /// FUSE over io_uring as the transport (default auto: when the kernel offers it).
+    pub io_uring: Switch,
     /// The most bytes of sections one uid may own; `None`: no cap.
     pub user_quota: Option<u64>,
     /// Lifetime of new sections (each may change its own through an xattr).
@@ -86,6 +104,7 @@ impl Default for MountOptions {
             read_only: false,
             commit: Commit::Eager,
             passthrough: Passthrough::Auto,
+            io_uring: Switch::Auto,
             user_quota: None,
             lifetime: Lifetime::Persistent,
         }
@@ -134,14 +153,8 @@ impl MountOptions {
                     self.commit = Commit::parse(v)
                         .ok_or_else(|| format!("-o commit={v}: expected eager or lazy"))?
                 }
-                ("passthrough", Some(v)) => {
-                    self.passthrough = match v {
-                        "auto" => Passthrough::Auto,
-                        "on" => Passthrough::On,
-                        "off" => Passthrough::Off,
-                        _ => return Err(format!("-o passthrough={v}: expected auto, on or off")),
-                    }
-                }
+                ("passthrough", Some(v)) => self.passthrough = Switch::parse(key, v)?,
+                ("io_uring", Some(v)) => self.io_uring = Switch::parse(key, v)?,
                 ("user_quota", Some(v)) => {
                     self.user_quota = Some(crate::quota::parse_size(v).ok_or_else(|| {
                         format!("-o user_quota={v}: expected a size such as 1048576 or 64m")
@@ -316,6 +329,11 @@ mod tests {
         assert_eq!(o.lifetime, Lifetime::Handles);
         assert!(o.apply("lifetime=forever").unwrap_err().contains("forever"));
         assert_eq!(o.user_quota, Some(16 << 20));
+        assert_eq!(o.io_uring, Switch::Auto);
+        o.apply("io_uring=on").unwrap();
+        assert_eq!(o.io_uring, Switch::On);
+        o.apply("io_uring=off").unwrap();
+        assert_eq!(o.io_uring, Switch::Off);
     }
 
     #[test]
@@ -328,6 +346,11 @@ mod tests {
                 .contains("commit=maybe")
         );
         assert!(o.apply("passthrough").unwrap_err().contains("passthrough"));
+        assert!(
+            o.apply("io_uring=yes")
+                .unwrap_err()
+                .contains("io_uring=yes")
+        );
         assert!(o.apply("allow_other=1").is_err());
         assert!(o.apply("user_quota=lots").unwrap_err().contains("lots"));
         assert!(o.apply("user_quota").is_err());

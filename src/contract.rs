@@ -110,6 +110,31 @@ impl IoMode {
     }
 }
 
+/// How requests reach the daemon: FUSE over io_uring (per-CPU queues) or `/dev/fuse`.
+/// The mount's, shown in every sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    IoUring,
+    DevFuse,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::IoUring => "io_uring",
+            Transport::DevFuse => "dev_fuse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s {
+            "io_uring" => Some(Transport::IoUring),
+            "dev_fuse" => Some(Transport::DevFuse),
+            _ => None,
+        }
+    }
+}
+
 /// A snapshot of what the sidecar says about one section, for one reader.
 #[derive(Clone, Debug)]
 pub struct Facts {
@@ -120,6 +145,7 @@ pub struct Facts {
     pub created_at: SystemTime,
     pub open_handles: u32,
     pub io: IoMode,
+    pub transport: Transport,
     pub commit: Commit,
     pub lifetime: Lifetime,
     /// The file a section was made over (`None`: its bytes are in the store).
@@ -144,6 +170,7 @@ impl Facts {
             ("created_at", rfc3339(self.created_at)),
             ("open_handles", self.open_handles.to_string()),
             ("io", self.io.as_str().to_string()),
+            ("transport", self.transport.as_str().to_string()),
             ("commit", self.commit.as_str().to_string()),
         ];
         if self.lifetime != Lifetime::Persistent {
@@ -215,6 +242,8 @@ pub struct Meta {
     pub created_at: String,
     pub open_handles: u32,
     pub io: IoMode,
+    /// `dev_fuse` when the sidecar does not say (daemons before io_uring).
+    pub transport: Transport,
     pub commit: Commit,
     /// `persistent` unless the sidecar says `lifetime=handles`.
     pub lifetime: Lifetime,
@@ -264,6 +293,10 @@ impl Meta {
         }
         let status = known("status", get("status")?, Status::parse)?;
         let io = known("io", get("io")?, IoMode::parse)?;
+        let transport = match get("transport") {
+            Ok(v) => known("transport", v, Transport::parse)?,
+            Err(_) => Transport::DevFuse,
+        };
         let commit = known("commit", get("commit")?, Commit::parse)?;
         let lifetime = match get("lifetime") {
             Ok(v) => known("lifetime", v, Lifetime::parse)?,
@@ -280,6 +313,7 @@ impl Meta {
             created_at: get("created_at")?.to_string(),
             open_handles: u32::try_from(number("open_handles")?).map_err(|e| e.to_string())?,
             io,
+            transport,
             commit,
             lifetime,
             backing,
@@ -294,10 +328,11 @@ mod tests {
 
     #[test]
     fn what_the_daemon_renders_a_client_parses() {
-        for (status, io, commit, lifetime, backing) in [
+        for (status, io, transport, commit, lifetime, backing) in [
             (
                 Status::Created,
                 IoMode::Passthrough,
+                Transport::IoUring,
                 Commit::Eager,
                 Lifetime::Persistent,
                 None,
@@ -305,6 +340,7 @@ mod tests {
             (
                 Status::AlreadyExists,
                 IoMode::Cached,
+                Transport::DevFuse,
                 Commit::Lazy,
                 Lifetime::Handles,
                 Some("/srv/a b"),
@@ -318,6 +354,7 @@ mod tests {
                 created_at: UNIX_EPOCH + std::time::Duration::from_secs(1_795_341_600),
                 open_handles: 3,
                 io,
+                transport,
                 commit,
                 lifetime,
                 backing: backing.map(Into::into),
@@ -328,8 +365,8 @@ mod tests {
             assert_eq!((m.size, m.creator_pid, m.open_handles), (1 << 40, 4242, 3));
             assert_eq!(m.created_at, "2026-11-22T10:00:00Z");
             assert_eq!(
-                (m.status, m.io, m.commit, m.lifetime),
-                (status, io, commit, lifetime)
+                (m.status, m.io, m.transport, m.commit, m.lifetime),
+                (status, io, transport, commit, lifetime)
             );
             assert_eq!(m.backing.as_deref(), backing);
         }
@@ -349,6 +386,11 @@ mod tests {
         assert_eq!(m.open_handles, 2);
         assert_eq!(m.io, IoMode::Cached);
         assert_eq!(m.commit, Commit::Lazy);
+        assert_eq!(
+            m.transport,
+            Transport::DevFuse,
+            "a sidecar without transport="
+        );
     }
 
     #[test]
@@ -386,6 +428,7 @@ mod tests {
             created_at: UNIX_EPOCH,
             open_handles: 2,
             io: IoMode::Cached,
+            transport: Transport::IoUring,
             commit: Commit::Eager,
             lifetime: Lifetime::Handles,
             backing: Some("/srv/f".into()),
@@ -394,8 +437,8 @@ mod tests {
         assert_eq!(
             text,
             "name=a\\nb\nsize=4096\nstatus=already_exists\ncreator_pid=7\n\
-             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\ncommit=eager\n\
-             lifetime=handles\nbacking=file:/srv/f\n"
+             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\n\
+             transport=io_uring\ncommit=eager\nlifetime=handles\nbacking=file:/srv/f\n"
         );
         assert_eq!(
             f.xattr("user.sectionfs.status").as_deref(),

@@ -1,9 +1,9 @@
 //! Mounting: open the store, mount through /dev/fuse, pick the data path, go to the
 //! background once the mount is live, and unmount cleanly on SIGINT/SIGTERM.
 
-use crate::cli::{Config, Passthrough};
-use crate::contract::IoMode;
-use crate::fuse::SectionFs;
+use crate::cli::{Config, Passthrough, Switch};
+use crate::contract::{IoMode, Transport};
+use crate::fuse::{MAX_WRITE, SectionFs, uring};
 use crate::model::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};
@@ -21,6 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Mounts and serves until unmounted. In the background form, returns in the parent once
 /// the mount is live (or failed); the daemon child never returns from here.
@@ -109,7 +110,8 @@ fn mount_and_run(
     // would not (DESIGN.md, "Per-user quota"), so such a mount serves data cached.
     let want =
         config.options.passthrough != Passthrough::Off && config.options.user_quota.is_none();
-    let fs = SectionFs::new(Arc::clone(&model), want);
+    let fs = SectionFs::new(Arc::clone(&model), want, config.options.io_uring);
+    let ring_granted = fs.ring_granted();
 
     let mut fuse_config = fuser::Config::default();
     let mut opts = vec![
@@ -167,22 +169,48 @@ fn mount_and_run(
             ),
         }
     }
+    let (transport, rings) = if ring_granted.load(Ordering::Relaxed) {
+        let (rings, registered) = match session.as_fd().try_clone_to_owned() {
+            Ok(dev) => uring::start(&dev, &session.dispatcher(), MAX_WRITE as usize),
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        match registered {
+            Ok(()) => (Transport::IoUring, rings),
+            Err(e) if config.options.io_uring == Switch::On => {
+                // Unmounting ends the connection, and with it the threads that did start.
+                drop(session);
+                rings.into_iter().for_each(|t| drop(t.join()));
+                return Err(format!(
+                    "io_uring=on, but the kernel refused the rings: {e}"
+                ));
+            }
+            Err(e) => {
+                log::warn!("FUSE over io_uring refused ({e}): requests come through /dev/fuse");
+                (Transport::DevFuse, rings)
+            }
+        }
+    } else {
+        (Transport::DevFuse, Vec::new())
+    };
+    model.set_transport(transport);
     spawn_invalidator(&model, session.notifier());
     log::info!(
-        "mounted {} (store {}, io={}, commit={})",
+        "mounted {} (store {}, io={}, transport={}, commit={})",
         mnt.display(),
         config.store.display(),
         io.as_str(),
+        transport.as_str(),
         config.options.commit.as_str()
     );
     let mnt_c = CString::new(mnt.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     spawn_signal_thread(signals, mnt_c);
 
     let banner = format!(
-        "sectionfs: mounted {} (store {}, io={})",
+        "sectionfs: mounted {} (store {}, io={}, transport={})",
         mnt.display(),
         config.store.display(),
-        io.as_str()
+        io.as_str(),
+        transport.as_str()
     );
     match ready.take() {
         // The parent prints it, then exits: the mount is live.
@@ -191,7 +219,7 @@ fn mount_and_run(
         }
         None => println!("{banner}"),
     }
-    match session.run() {
+    match session.run_with(rings) {
         Ok(()) => {}
         // After the last user of a lazily detached mount lets go, a worker may read the
         // closed connection as aborted rather than gone: the same end.

@@ -4,7 +4,9 @@
 
 mod passthrough;
 mod reply;
+pub mod uring;
 
+use crate::cli::Switch;
 use crate::contract::{LIFETIME_XATTR, XATTR_PREFIX};
 use crate::error::Error;
 use crate::ino::Ino;
@@ -28,10 +30,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Largest write the kernel sends in one request (it caps this at 1 MiB).
-const MAX_WRITE: u32 = 1 << 20;
+pub const MAX_WRITE: u32 = 1 << 20;
 
 pub struct SectionFs {
     model: Arc<Sections>,
@@ -43,10 +46,14 @@ pub struct SectionFs {
     backings: Arc<DashMap<u64, Registration>>,
     /// Whether to ask the kernel for passthrough at INIT.
     want_passthrough: bool,
+    /// Whether to ask for FUSE over io_uring at INIT (`On`: fail the mount without it).
+    want_ring: Switch,
+    /// Set at INIT when the kernel granted FUSE over io_uring.
+    ring_granted: Arc<AtomicBool>,
 }
 
 impl SectionFs {
-    pub fn new(model: Arc<Sections>, want_passthrough: bool) -> SectionFs {
+    pub fn new(model: Arc<Sections>, want_passthrough: bool, want_ring: Switch) -> SectionFs {
         let backings: Arc<DashMap<u64, Registration>> = Arc::new(DashMap::new());
         let held = Arc::clone(&backings);
         model.on_detach(Box::new(move |id| {
@@ -62,7 +69,14 @@ impl SectionFs {
             model,
             backings,
             want_passthrough,
+            want_ring,
+            ring_granted: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set once INIT has granted FUSE over io_uring: the rings may then be registered.
+    pub fn ring_granted(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ring_granted)
     }
 }
 
@@ -93,6 +107,25 @@ impl fuser::Filesystem for SectionFs {
             log::info!("kernel lacks capabilities {missing:?}");
         }
         let _ = config.set_max_write(MAX_WRITE);
+        if self.want_ring != Switch::Off {
+            // The kernel offers it only while root has set its enable_uring parameter.
+            match config.add_capabilities(InitFlags::from_bits_retain(uring::FUSE_OVER_IO_URING)) {
+                Ok(()) => self.ring_granted.store(true, Ordering::Relaxed),
+                Err(_) if self.want_ring == Switch::On => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "io_uring=on, but the kernel does not offer FUSE over io_uring \
+                             (it needs Linux 6.14+ and, as root, echo Y > {})",
+                            uring::ENABLE_PARAM
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    log::info!("FUSE over io_uring not offered: requests come through /dev/fuse")
+                }
+            }
+        }
         Ok(())
     }
 

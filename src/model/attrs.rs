@@ -116,6 +116,7 @@ impl Sections {
             created_at: st.record.created_at,
             open_handles: st.handles,
             io: self.io(),
+            transport: self.transport(),
             commit: section.commit,
             lifetime: st.record.lifetime,
             backing: st.record.backing.as_ref().map(|b| b.path.clone()),

@@ -105,6 +105,7 @@ impl Sections {
             options,
             quota,
             passthrough: AtomicBool::new(false),
+            io_uring: AtomicBool::new(false),
             names: Mutex::new(names),
             inodes,
             handles: DashMap::new(),

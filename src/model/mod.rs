@@ -31,7 +31,7 @@ mod shrink;
 pub use handles::thread_group;
 pub use section::fstat;
 
-use crate::contract::{Commit, IoMode, Lifetime, Status};
+use crate::contract::{Commit, IoMode, Lifetime, Status, Transport};
 use crate::error::{Error, Result};
 use crate::ino::Ino;
 use crate::quota::Quota;
@@ -150,6 +150,8 @@ pub struct Sections {
     /// Per-uid totals (`-o user_quota`); its table is a leaf lock, taken under `state`.
     quota: Quota,
     passthrough: AtomicBool,
+    /// Whether requests come through FUSE over io_uring (shown in sidecars).
+    io_uring: AtomicBool,
     /// The name table, `namespace::key(ns, name)` -> store id. First in the lock order.
     /// Held by every create, unlink, rename and `lifetime=handles` removal from "does the
     /// name exist" through the store call that makes the answer true (create, unlink,
@@ -209,6 +211,19 @@ impl Sections {
     pub fn set_io(&self, io: IoMode) {
         self.passthrough
             .store(io == IoMode::Passthrough, Ordering::Relaxed);
+    }
+
+    pub fn set_transport(&self, transport: Transport) {
+        self.io_uring
+            .store(transport == Transport::IoUring, Ordering::Relaxed);
+    }
+
+    pub fn transport(&self) -> Transport {
+        if self.io_uring.load(Ordering::Relaxed) {
+            Transport::IoUring
+        } else {
+            Transport::DevFuse
+        }
     }
 
     /// The mount's device, as `/proc/PID/maps` shows views of its sections.

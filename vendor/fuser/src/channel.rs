@@ -53,7 +53,10 @@ impl Channel {
     pub(crate) fn sender(&self) -> ChannelSender {
         // Since write/writev syscalls are threadsafe, we can simply create
         // a sender by using the same file and use it in other threads.
-        ChannelSender(self.0.clone())
+        ChannelSender {
+            dev: self.0.clone(),
+            transport: None,
+        }
     }
 
     /// Clone the FUSE device fd using FUSE_DEV_IOC_CLONE ioctl.
@@ -79,12 +82,44 @@ impl Channel {
     }
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct ChannelSender(Arc<DevFuse>);
+/// Where the replies to requests that did not come through `/dev/fuse` go (sectionfs patch:
+/// FUSE over io_uring). `send` gets the reply as fuser would write it to `/dev/fuse`:
+/// a `fuse_out_header` followed by the reply's arguments.
+pub trait ReplyTransport: Send + Sync + 'static {
+    /// Delivers one reply. Called exactly once per request, from any thread.
+    fn send(&self, data: &[io::IoSlice<'_>]) -> io::Result<()>;
+}
+
+#[derive(Clone)]
+pub(crate) struct ChannelSender {
+    dev: Arc<DevFuse>,
+    /// Replies go here instead of to `dev` (backing-file ioctls still go to `dev`).
+    transport: Option<Arc<dyn ReplyTransport>>,
+}
+
+impl std::fmt::Debug for ChannelSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSender")
+            .field("dev", &self.dev)
+            .field("transport", &self.transport.is_some())
+            .finish()
+    }
+}
 
 impl ChannelSender {
+    /// A sender whose replies go to `transport`.
+    pub(crate) fn with_transport(&self, transport: Arc<dyn ReplyTransport>) -> ChannelSender {
+        ChannelSender {
+            dev: self.dev.clone(),
+            transport: Some(transport),
+        }
+    }
+
     pub(crate) fn send(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<()> {
-        let rc = nix::sys::uio::writev(&self.0, bufs)?;
+        if let Some(transport) = &self.transport {
+            return transport.send(bufs);
+        }
+        let rc = nix::sys::uio::writev(&self.dev, bufs)?;
         // writev is atomic, so do not need to check how many bytes are written.
         // libfuse does not do it either
         // https://github.com/libfuse/libfuse/blob/6278995cca991978abd25ebb2c20ebd3fc9e8a13/lib/fuse_lowlevel.c#L267
@@ -93,10 +128,10 @@ impl ChannelSender {
     }
 
     pub(crate) fn open_backing(&self, fd: BorrowedFd<'_>) -> std::io::Result<BackingId> {
-        BackingId::create(&self.0, fd)
+        BackingId::create(&self.dev, fd)
     }
 
     pub(crate) unsafe fn wrap_backing(&self, id: u32) -> BackingId {
-        unsafe { BackingId::wrap_raw(&self.0, id) }
+        unsafe { BackingId::wrap_raw(&self.dev, id) }
     }
 }

@@ -32,6 +32,7 @@ use crate::ReplyEmpty;
 use crate::Request;
 use crate::channel::Channel;
 use crate::channel::ChannelSender;
+use crate::channel::ReplyTransport;
 use crate::dev_fuse::DevFuse;
 use crate::ll;
 use crate::ll::Operation;
@@ -125,7 +126,7 @@ impl Drop for UmountOnDrop {
 #[derive(Debug)]
 pub struct Session<FS: Filesystem> {
     /// Filesystem operation implementations. None after `destroy` called.
-    pub(crate) filesystem: FilesystemHolder<FS>,
+    pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     /// Communication channel to the kernel driver
     pub(crate) ch: Channel,
     /// Handle to the mount.  Dropping this unmounts.
@@ -175,9 +176,9 @@ impl<FS: Filesystem> Session<FS> {
         let ch = Channel::new(file);
 
         let mut session = Session {
-            filesystem: FilesystemHolder {
+            filesystem: Arc::new(FilesystemHolder {
                 fs: Some(filesystem),
-            },
+            }),
             ch,
             mount: UmountOnDrop {
                 mount: Arc::new(Mutex::new(Some(mount))),
@@ -203,9 +204,9 @@ impl<FS: Filesystem> Session<FS> {
     ) -> io::Result<Self> {
         let ch = Channel::new(Arc::new(DevFuse(File::from(fd))));
         let mut session = Session {
-            filesystem: FilesystemHolder {
+            filesystem: Arc::new(FilesystemHolder {
                 fs: Some(filesystem),
-            },
+            }),
             ch,
             mount: UmountOnDrop {
                 mount: Arc::new(Mutex::new(None)),
@@ -244,6 +245,31 @@ impl<FS: Filesystem> Session<FS> {
     /// # Errors
     /// Returns any final error when the session comes to an end.
     pub fn run(self) -> io::Result<()> {
+        self.run_with(Vec::new())
+    }
+
+    /// A [`Dispatcher`], through which other threads may hand the filesystem requests that
+    /// did not come through `/dev/fuse` (sectionfs patch: FUSE over io_uring). Every clone
+    /// must be dropped by the time the session ends (see [`Session::run_with`]).
+    pub fn dispatcher(&self) -> Dispatcher<FS> {
+        Dispatcher {
+            event_loop: Arc::new(SessionEventLoop {
+                thread_name: "fuser-transport".to_string(),
+                ch: self.ch.clone(),
+                filesystem: self.filesystem.clone(),
+                allowed: self.allowed,
+                session_owner: self.session_owner,
+            }),
+        }
+    }
+
+    /// Runs the session as `run` does, then joins `transport`: threads that serve requests
+    /// through a [`Dispatcher`] (sectionfs patch). They must end when the connection does
+    /// and drop their dispatchers; they are joined after the `/dev/fuse` workers end and
+    /// before the filesystem's `destroy`.
+    /// # Errors
+    /// Returns any final error when the session comes to an end.
+    pub fn run_with(self, transport: Vec<JoinHandle<()>>) -> io::Result<()> {
         let Session {
             filesystem,
             ch,
@@ -267,7 +293,7 @@ impl<FS: Filesystem> Session<FS> {
             return Err(io::Error::other("n_threads"));
         };
 
-        let mut filesystem = Arc::new(filesystem);
+        let mut filesystem = filesystem;
 
         let mut channels = Vec::with_capacity(n_threads);
 
@@ -318,6 +344,12 @@ impl<FS: Filesystem> Session<FS> {
                 if reply.is_ok() {
                     reply = Err(e);
                 }
+            }
+        }
+
+        for thread in transport {
+            if thread.join().is_err() {
+                return Err(io::Error::other("transport thread panicked"));
             }
         }
 
@@ -415,7 +447,8 @@ impl<FS: Filesystem> Session<FS> {
             let mut config = KernelConfig::new(init.capabilities(), init.max_readahead(), v);
 
             // Call filesystem init method and give it a chance to return an error
-            let Some(filesystem) = &mut self.filesystem.fs else {
+            let Some(filesystem) = Arc::get_mut(&mut self.filesystem).and_then(|h| h.fs.as_mut())
+            else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "Bug: filesystem must be initialized during handshake",
@@ -508,6 +541,46 @@ impl SessionUnmounter {
             mount.umount()?;
         }
         Ok(())
+    }
+}
+
+/// Hands the filesystem requests that arrive other than through `/dev/fuse` (sectionfs
+/// patch: FUSE over io_uring). See [`Session::run_with`].
+pub struct Dispatcher<FS: Filesystem> {
+    event_loop: Arc<SessionEventLoop<FS>>,
+}
+
+impl<FS: Filesystem> Clone for Dispatcher<FS> {
+    fn clone(&self) -> Self {
+        Dispatcher {
+            event_loop: self.event_loop.clone(),
+        }
+    }
+}
+
+impl<FS: Filesystem> std::fmt::Debug for Dispatcher<FS> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+impl<FS: Filesystem> Dispatcher<FS> {
+    /// Dispatches one request, laid out as a read of `/dev/fuse` returns it (`fuse_in_header`,
+    /// the opcode's arguments). Its one reply goes to `reply`, from this thread or, if the
+    /// filesystem keeps the reply object, a later one. Returns `false` for bytes that are not
+    /// a request: then nothing is sent to `reply`.
+    pub fn dispatch(&self, request: &[u8], reply: Arc<dyn ReplyTransport>) -> bool {
+        let sender = self.event_loop.ch.sender().with_transport(reply);
+        let Some(req) = RequestWithSender::new(sender, request) else {
+            return false;
+        };
+        if let Ok(Operation::Destroy(_)) = req.request.operation() {
+            // The /dev/fuse workers end the session when the connection goes.
+            req.reply::<ReplyEmpty>().ok();
+        } else {
+            req.dispatch(&self.event_loop);
+        }
+        true
     }
 }
 
