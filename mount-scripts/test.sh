@@ -7,7 +7,8 @@
 #                                        `--test crash`)
 #
 # Needs root for the apt step only when something is missing (the mount tests need root
-# anyway: they mount through /dev/fuse and act as other users).
+# anyway: they mount through /dev/fuse, act as other users and set the kernel's io_uring
+# switch for FUSE, which this script restores at the end).
 # Environment: SECTIONFS_SOAK_SECS, SECTIONFS_CRASH_ITERATIONS, PROPTEST_CASES narrow the
 # slow tiers; SECTIONFS_TEST_VENV moves the Python environment (default target/test-venv).
 set -eu
@@ -57,9 +58,20 @@ fi
 export PATH="$venv/bin:$PATH"
 export SECTIONFS_TEST_VENV="$venv"
 
+# FUSE over io_uring is offered only while the kernel's switch is on (root): on for the
+# run, so that the default transport of the suite is the ring (the cached data mode keeps
+# to /dev/fuse, and tests/mount/transport.rs turns the switch either way), then put back.
+uring=/sys/module/fuse/parameters/enable_uring
+if [ "$(id -u)" -eq 0 ] && [ -w "$uring" ]; then
+    uring_was=$(cat "$uring")
+    trap 'echo "$uring_was" > "$uring"' EXIT
+    echo Y > "$uring"
+fi
+
 export CI=${CI:-true}
 if [ $# -gt 0 ]; then
-    exec cargo test "$@"
+    cargo test "$@"
+    exit
 fi
 cargo test --all-targets
 cargo test --doc

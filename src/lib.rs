@@ -31,7 +31,7 @@ mod views;
 #[doc(hidden)]
 pub mod daemon {
     pub use crate::cli::{
-        CliError, Command, MountOptions, Passthrough, default_store, parse_command,
+        CliError, Command, MountOptions, Passthrough, Switch, default_store, parse_command,
     };
     pub use crate::error::Error;
     pub use crate::ino::Ino;

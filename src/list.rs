@@ -160,6 +160,7 @@ pub fn json(rows: &[Row]) -> String {
                 "status": m.map(|m| m.status.as_str()),
                 "commit": m.map(|m| m.commit.as_str()),
                 "io": m.map(|m| m.io.as_str()),
+                "transport": m.map(|m| m.transport.as_str()),
             })
         })
         .collect();
@@ -179,7 +180,7 @@ fn user_name(uid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{Commit, IoMode, Lifetime, Status};
+    use crate::contract::{Commit, IoMode, Lifetime, Status, Transport};
 
     fn row(name: &str, size: u64) -> Row {
         Row {
@@ -193,6 +194,7 @@ mod tests {
                 created_at: "2026-11-22T10:00:00Z".into(),
                 open_handles: 1,
                 io: IoMode::Passthrough,
+                transport: Transport::IoUring,
                 commit: Commit::Eager,
                 lifetime: Lifetime::Persistent,
                 backing: None,

@@ -34,9 +34,13 @@ const CMD_COMMIT_AND_FETCH: u32 = 2;
 /// `sizeof(struct fuse_in_header)`, `sizeof(struct fuse_out_header)`.
 const IN_HEADER: usize = 40;
 const OUT_HEADER: usize = 16;
-/// Ring entries per thread: one in the daemon's hands, the other already holding the
-/// next request of that CPU (background ones, such as RELEASE, included).
-const DEPTH: usize = 2;
+/// Ring entries per thread: one. The kernel hands a request to any entry of the queue
+/// that is free, and its task work runs only when the entry's thread next enters the
+/// kernel: a second entry of a thread busy with a long request (a shrink waiting for
+/// releases) would hold the next request, that release perhaps, until that one is done.
+/// With one, a busy thread has no free entry and the queue's other thread gets it; when
+/// both are busy the kernel keeps the request until a COMMIT_AND_FETCH takes it.
+const DEPTH: usize = 1;
 /// Threads per queue, as `/dev/fuse` has two workers: a request that waits (a shrink
 /// waiting for releases) never holds up the others of its CPU.
 const THREADS_PER_QUEUE: usize = 2;

@@ -151,7 +151,7 @@ mount_test! {
         f.write_all_at(b"end", MIB).unwrap();
         assert_eq!(size(&f), MIB + 3);
         let far = f.write_at(b"x", 8 * MIB);
-        if opts == "passthrough=off" {
+        if common::io_of(opts) == "cached" {
             // Through the daemon: the growth to 8 MiB is allocated first, so it fails
             // whole and nothing changes.
             assert_eq!(errno_of(far), Some(libc::ENOSPC), "{opts}");
@@ -229,7 +229,7 @@ mount_test! {
         assert_eq!(size(&f), 24 * MIB);
         // A store through a view into a hole.
         let out = touch(&path, 12 * MIB, 4096, 3);
-        if opts == "passthrough=off" {
+        if common::io_of(opts) == "cached" {
             assert_eq!(out.status.code(), Some(2), "{opts}: {out:?}");
             assert_eq!(
                 common::client_errno(&out),

@@ -1314,7 +1314,7 @@ fn sidecar_has_every_key(mnt: &Path) {
         .map(|l| l.split_once('=').expect(&text).0)
         .collect();
     assert_eq!(
-        keys[..8],
+        keys[..9],
         [
             "name",
             "size",
@@ -1323,6 +1323,7 @@ fn sidecar_has_every_key(mnt: &Path) {
             "created_at",
             "open_handles",
             "io",
+            "transport",
             "commit"
         ],
         "{text}"
@@ -1345,6 +1346,10 @@ fn sidecar_has_every_key(mnt: &Path) {
     assert_eq!(meta["open_handles"], "1");
     assert!(
         ["passthrough", "cached"].contains(&meta["io"].as_str()),
+        "{text}"
+    );
+    assert!(
+        ["io_uring", "dev_fuse"].contains(&meta["transport"].as_str()),
         "{text}"
     );
     assert_eq!(meta["commit"], "eager", "the default commit");
@@ -1496,7 +1501,7 @@ fn sidecar_cat_prints_whole_text(mnt: &Path) {
     assert_eq!(cat, text);
     assert!(text.ends_with('\n'), "{text:?}");
     assert!(text.starts_with("name=sec\nsize=123\n"), "{text}");
-    assert_eq!(text.lines().count(), 8, "{text}");
+    assert_eq!(text.lines().count(), 9, "{text}");
     // Small reads (1 byte at a time) give the same text.
     let mut f = File::open(&m).unwrap();
     let mut one = [0u8; 1];
@@ -1534,7 +1539,7 @@ fn sidecar_escapes_odd_bytes(mnt: &Path) {
             Some(&*format!("name={escaped}")),
             "{text:?}"
         );
-        assert_eq!(text.lines().count(), 8, "one line per key: {text:?}");
+        assert_eq!(text.lines().count(), 9, "one line per key: {text:?}");
     }
 }
 

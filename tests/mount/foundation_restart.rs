@@ -43,7 +43,7 @@ fn snapshot(mnt: &Path) -> BTreeMap<OsString, Seen> {
         let facts = text
             .lines()
             .filter_map(|l| l.split_once('='))
-            .filter(|(k, _)| !["status", "open_handles", "io"].contains(k))
+            .filter(|(k, _)| !["status", "open_handles", "io", "transport"].contains(k))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         out.insert(

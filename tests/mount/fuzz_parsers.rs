@@ -12,7 +12,7 @@ use sectionfs::contract::{Commit, Lifetime};
 use sectionfs::daemon::Error;
 use sectionfs::daemon::name;
 use sectionfs::daemon::{FileBacking, Record};
-use sectionfs::daemon::{MountOptions, Passthrough};
+use sectionfs::daemon::{MountOptions, Passthrough, Switch};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -131,6 +131,9 @@ const KNOWN: &[&str] = &[
     "passthrough=auto",
     "passthrough=on",
     "passthrough=off",
+    "io_uring=auto",
+    "io_uring=on",
+    "io_uring=off",
     "nodev",
     "nosuid",
     "noatime",
@@ -147,7 +150,7 @@ fn option_item() -> impl Strategy<Value = String> {
         1 => "[a-z_=.-]{1,12}",
         1 => any::<String>().prop_map(|s| s.replace(',', "")),
         1 => prop::sample::select(&["commit", "passthrough", "allow_other=1", "commit=",
-            "passthrough=yes", "ro=1", "=", "x-", "commitx=lazy"][..]).prop_map(str::to_string),
+            "passthrough=yes", "io_uring", "io_uring=yes", "ro=1", "=", "x-", "commitx=lazy"][..]).prop_map(str::to_string),
     ]
 }
 
@@ -185,7 +188,7 @@ fn accepted(item: &str) -> bool {
     };
     match (key, value) {
         ("commit", Some(v)) => v == "eager" || v == "lazy",
-        ("passthrough", Some(v)) => ["auto", "on", "off"].contains(&v),
+        ("passthrough" | "io_uring", Some(v)) => ["auto", "on", "off"].contains(&v),
         (k, _) if k.starts_with("x-") || k == "comment" => true,
         (k, None) => PLAIN.contains(&k),
         _ => false,
@@ -219,6 +222,12 @@ proptest! {
                     _ => Passthrough::Auto,
                 };
                 prop_assert_eq!(opts.passthrough, want_pt);
+                let want_ring = match last(&|i| i.starts_with("io_uring=")).as_deref() {
+                    Some("io_uring=on") => Switch::On,
+                    Some("io_uring=off") => Switch::Off,
+                    _ => Switch::Auto,
+                };
+                prop_assert_eq!(opts.io_uring, want_ring);
                 let want_ro = last(&|i| i == "ro" || i == "rw").as_deref() == Some("ro");
                 prop_assert_eq!(opts.read_only, want_ro);
                 prop_assert_eq!(opts.allow_other, items.iter().any(|i| i == "allow_other"));

@@ -34,6 +34,7 @@ mod python_client;
 mod real_programs;
 mod security;
 mod status;
+mod transport;
 mod unmount;
 mod unprivileged;
 mod win32;
