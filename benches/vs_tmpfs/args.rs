@@ -36,6 +36,27 @@ impl Mode {
     }
 }
 
+/// How requests reach the daemons (`-o io_uring=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// FUSE over io_uring when the kernel offers it, /dev/fuse otherwise
+    Auto,
+    /// FUSE over io_uring, or the run fails
+    IoUring,
+    /// /dev/fuse
+    DevFuse,
+}
+
+impl Transport {
+    pub fn mount_opt(self) -> &'static str {
+        match self {
+            Transport::Auto => "io_uring=auto",
+            Transport::IoUring => "io_uring=on",
+            Transport::DevFuse => "io_uring=off",
+        }
+    }
+}
+
 /// sectionfs against /dev/shm, side by side in one run.
 #[derive(Debug, Parser)]
 #[command(name = "vs_tmpfs", bin_name = "cargo bench --bench vs_tmpfs --", after_help = AFTER_HELP)]
@@ -59,6 +80,11 @@ pub struct Args {
     /// Only these data modes, comma-separated (default: both)
     #[arg(long, value_name = "MODES", value_delimiter = ',')]
     pub mode: Vec<Mode>,
+
+    /// How requests reach the daemons (io_uring needs root's
+    /// `echo Y > /sys/module/fuse/parameters/enable_uring`)
+    #[arg(long, value_name = "T", default_value = "auto")]
+    pub transport: Transport,
 
     /// Print the figures as JSON on stdout (the table then goes to stderr), or with PATH
     /// write them there. Default: the table on stdout, the JSON in

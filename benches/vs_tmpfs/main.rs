@@ -32,7 +32,7 @@ mod scale;
 mod sys;
 mod workloads;
 
-use args::{Args, Mode};
+use args::{Args, Mode, Transport};
 use common::Mount;
 use report::{Load, Machine, Results, Row, Side};
 use std::path::{Path, PathBuf};
@@ -113,16 +113,28 @@ fn output(args: &Args, report: &str, json: &str) -> Result<(), String> {
 /// One mount of the release daemon on its own store.
 struct Mounted {
     mode: Mode,
+    /// The mount's transport, as its sidecars say.
+    transport: String,
     // Declared before the store: dropped (unmounted) first.
     mount: Mount,
     store: Scratch,
 }
 
 impl Mounted {
-    fn new(scratch: &Path, mode: Mode) -> Mounted {
+    fn new(scratch: &Path, mode: Mode, transport: Transport) -> Mounted {
         let store = Scratch::new(scratch.join(format!("store-{}", mode.name())));
-        let mount = Mount::with_store(&store.0, mode.mount_opts());
-        Mounted { mode, mount, store }
+        let opts = format!("{},{}", mode.mount_opts(), transport.mount_opt());
+        let mount = Mount::with_store(&store.0, &opts);
+        let probe = mount.path().join("transport-probe");
+        std::fs::write(&probe, b"").expect("create a probe section");
+        let transport = common::read_meta(mount.path(), "transport-probe")["transport"].clone();
+        std::fs::remove_file(&probe).expect("remove the probe section");
+        Mounted {
+            mode,
+            transport,
+            mount,
+            store,
+        }
     }
 
     fn unmount(self) {
@@ -146,7 +158,11 @@ fn run_workloads(scratch: &Path, args: &Args, mut machine: Machine) -> Results {
     let mounts: Vec<Mounted> = args
         .modes()
         .into_iter()
-        .map(|m| Mounted::new(scratch, m))
+        .map(|m| Mounted::new(scratch, m, args.transport))
+        .collect();
+    machine.transports = mounts
+        .iter()
+        .map(|m| (m.mode.name(), m.transport.clone()))
         .collect();
     if let Some(m) = mounts.first() {
         sizes.meta_len = sidecar_len(m.mount.path());

@@ -66,6 +66,8 @@ pub struct Machine {
     pub nproc: usize,
     pub load_start: Load,
     pub load_end: Load,
+    /// Each mount's data mode and transport (`transport=` of its sidecars).
+    pub transports: Vec<(&'static str, String)>,
 }
 
 impl Machine {
@@ -90,18 +92,25 @@ impl Machine {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             load_start: Load::now(),
             load_end: Load::default(),
+            transports: Vec::new(),
         }
     }
 
     pub fn header(&self) -> String {
+        let transports: Vec<String> = self
+            .transports
+            .iter()
+            .map(|(mode, t)| format!("{mode} over {t}"))
+            .collect();
         format!(
-            "{}, Linux {}, {} CPUs ({})\nat the start: {}\nat the end:   {}\n",
+            "{}, Linux {}, {} CPUs ({})\nat the start: {}\nat the end:   {}\nmounts: {}\n",
             self.date,
             self.kernel,
             self.nproc,
             self.cpu,
             self.load_start.line(),
-            self.load_end.line()
+            self.load_end.line(),
+            transports.join(", ")
         )
     }
 
@@ -113,6 +122,14 @@ impl Machine {
             ("nproc", self.nproc.into()),
             ("load_start", self.load_start.json()),
             ("load_end", self.load_end.json()),
+            (
+                "transports",
+                json::obj(
+                    self.transports
+                        .iter()
+                        .map(|(mode, t)| (*mode, t.as_str().into())),
+                ),
+            ),
         ])
     }
 }
