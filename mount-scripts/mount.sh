@@ -7,9 +7,13 @@
 # MOUNTPOINT (default /mnt/sections) with allow_other, and prints where the store is
 # and how to unmount. Without STORE the sections live in tmpfs under /dev/shm.
 #
+# Turns on the kernel's FUSE over io_uring (requests served on the caller's CPU: see the
+# README, "FUSE over io_uring") where the kernel has it, unless SECTIONFS_KEEP_URING=1.
+#
 # Environment:
-#   SECTIONFS_OPTIONS  more -o options, e.g. commit=lazy or passthrough=off
-#   SECTIONFS_BIN      use this binary instead of building one
+#   SECTIONFS_OPTIONS    more -o options, e.g. commit=lazy or passthrough=off
+#   SECTIONFS_BIN        use this binary instead of building one
+#   SECTIONFS_KEEP_URING leave /sys/module/fuse/parameters/enable_uring as it is
 set -eu
 
 step="start"
@@ -63,6 +67,13 @@ if mounted "$mnt"; then
     echo "mount.sh: $mnt is already mounted; unmount it first: $repo/mount-scripts/unmount.sh $mnt" >&2
     trap - EXIT
     exit 1
+fi
+
+step="turn on FUSE over io_uring"
+uring=/sys/module/fuse/parameters/enable_uring
+if [ -z "${SECTIONFS_KEEP_URING:-}" ] && [ -w "$uring" ] && [ "$(cat "$uring")" != Y ]; then
+    echo Y > "$uring"
+    echo "mount.sh: turned on FUSE over io_uring for this boot (echo Y > $uring)"
 fi
 
 step="mount $mnt"

@@ -139,28 +139,32 @@ impl Slot {
         // SAFETY: see `unsafe impl Sync`: the queue's thread waits on `replied`.
         let b = unsafe { &mut *self.buffers.get() };
         let total: usize = data.iter().map(|s| s.len()).sum();
-        let mut out = Vec::new();
-        let bytes: &[u8] = if data.len() == 1 {
-            &data[0]
-        } else {
-            out.reserve(total);
-            data.iter().for_each(|s| out.extend_from_slice(s));
-            &out
-        };
-        let result = if bytes.len() < OUT_HEADER || bytes.len() - OUT_HEADER > b.payload.len() {
+        let result = if total < OUT_HEADER || total - OUT_HEADER > b.payload.len() {
             // Cannot happen for replies fuser builds within max_write; answer EIO rather
             // than leave the caller waiting.
-            let unique = bytes.get(8..16).unwrap_or(&[0; 8]);
+            let unique = data.first().and_then(|h| h.get(8..16)).unwrap_or(&[0; 8]);
             b.header.in_out[..OUT_HEADER].copy_from_slice(&out_header(-libc::EIO, unique));
             b.header.ent.payload_sz = 0;
             Err(io::Error::other(
                 "reply larger than the ring's payload buffer",
             ))
         } else {
-            let args = &bytes[OUT_HEADER..];
-            b.header.in_out[..OUT_HEADER].copy_from_slice(&bytes[..OUT_HEADER]);
-            b.payload[..args.len()].copy_from_slice(args);
-            b.header.ent.payload_sz = args.len() as u32;
+            // The pieces, in order: the first OUT_HEADER bytes to the header, the rest to
+            // the payload.
+            let mut at = 0;
+            for piece in data {
+                let mut piece: &[u8] = piece;
+                if at < OUT_HEADER {
+                    let n = piece.len().min(OUT_HEADER - at);
+                    b.header.in_out[at..at + n].copy_from_slice(&piece[..n]);
+                    piece = &piece[n..];
+                    at += n;
+                }
+                let p = at - OUT_HEADER;
+                b.payload[p..p + piece.len()].copy_from_slice(piece);
+                at += piece.len();
+            }
+            b.header.ent.payload_sz = (total - OUT_HEADER) as u32;
             Ok(())
         };
         replied.0 = true;
