@@ -233,13 +233,14 @@ pub fn start<FS: Filesystem>(
         Ok(n) => n,
         Err(e) => return (threads, Err(e)),
     };
+    let dev = match dev.try_clone() {
+        Ok(dev) => Arc::new(dev),
+        Err(e) => return (threads, Err(e)),
+    };
     let (tx, rx) = mpsc::channel();
     for qid in 0..queues {
         for worker in 0..THREADS_PER_QUEUE {
-            let (dev, dispatcher, tx) = match dev.try_clone() {
-                Ok(dev) => (dev, dispatcher.clone(), tx.clone()),
-                Err(e) => return (threads, Err(e)),
-            };
+            let (dev, dispatcher, tx) = (Arc::clone(&dev), dispatcher.clone(), tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("fuse-ring-{qid}.{worker}"))
                 .spawn(move || match Queue::register(qid, dev, payload) {
@@ -269,7 +270,8 @@ pub fn start<FS: Filesystem>(
 /// One CPU's queue: its ring and its entries.
 struct Queue {
     qid: u16,
-    dev: OwnedFd,
+    /// The session's `/dev/fuse`, which every command names (one fd for all queues).
+    dev: Arc<OwnedFd>,
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     slots: Vec<Arc<Slot>>,
     /// The request of the entry being served, laid out as a read of `/dev/fuse` gives it.
@@ -280,7 +282,7 @@ struct Queue {
 
 impl Queue {
     /// Pins the calling thread to CPU `qid`, makes its ring and registers its entries.
-    fn register(qid: usize, dev: OwnedFd, payload: usize) -> io::Result<Queue> {
+    fn register(qid: usize, dev: Arc<OwnedFd>, payload: usize) -> io::Result<Queue> {
         pin_to_cpu(qid);
         let ring = make_ring()?;
         let mut queue = Queue {
