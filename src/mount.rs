@@ -177,8 +177,10 @@ fn mount_and_run(
         match registered {
             Ok(()) => (Transport::IoUring, rings),
             Err(e) if config.options.io_uring == Switch::On => {
-                // Unmounting ends the connection, and with it the threads that did start.
+                // Unmounting ends the connection, and with it the threads that did start
+                // (they hold the device open: closing the session alone would not).
                 drop(session);
+                drop(typed);
                 rings.into_iter().for_each(|t| drop(t.join()));
                 return Err(format!(
                     "io_uring=on, but the kernel refused the rings: {e}"

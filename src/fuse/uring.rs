@@ -263,7 +263,12 @@ pub fn start<FS: Filesystem>(
     }
     drop(tx);
     // Every thread answers once; a refusal is kept, but all are waited for.
-    let outcome = rx.iter().fold(Ok(()), |acc, r| acc.and(r));
+    let mut outcome = Ok(());
+    for answer in rx {
+        if outcome.is_ok() {
+            outcome = answer;
+        }
+    }
     (threads, outcome)
 }
 
