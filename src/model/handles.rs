@@ -85,8 +85,14 @@ impl Sections {
         }
         let vanish = st.handles == 0 && st.linked && st.record.lifetime == Lifetime::Handles;
         self.drop_if_gone(&section, &st);
+        // A shrink counts itself in `shrink_waiters` under this same lock before it waits:
+        // read here, the count cannot miss it. None waiting is the rule, and a notify is a
+        // system call.
+        let waiting = self.shrink_waiters.load(Ordering::Acquire) > 0;
         drop(st);
-        section.released.notify_all();
+        if waiting {
+            section.released.notify_all();
+        }
         if vanish {
             self.vanish(ino);
         }
