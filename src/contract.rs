@@ -170,8 +170,9 @@ impl Facts {
             ("created_at", rfc3339(self.created_at)),
             ("open_handles", self.open_handles.to_string()),
             ("io", self.io.as_str().to_string()),
-            ("transport", self.transport.as_str().to_string()),
             ("commit", self.commit.as_str().to_string()),
+            // After the contract's keys: "more keys may follow".
+            ("transport", self.transport.as_str().to_string()),
         ];
         if self.lifetime != Lifetime::Persistent {
             pairs.push(("lifetime", self.lifetime.as_str().to_string()));
@@ -437,8 +438,8 @@ mod tests {
         assert_eq!(
             text,
             "name=a\\nb\nsize=4096\nstatus=already_exists\ncreator_pid=7\n\
-             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\n\
-             transport=io_uring\ncommit=eager\nlifetime=handles\nbacking=file:/srv/f\n"
+             created_at=1970-01-01T00:00:00Z\nopen_handles=2\nio=cached\ncommit=eager\n\
+             transport=io_uring\nlifetime=handles\nbacking=file:/srv/f\n"
         );
         assert_eq!(
             f.xattr("user.sectionfs.status").as_deref(),

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     let machine = Machine::now();
     let (report, json) = if args.scale {
         let total = if args.quick { 2_000 } else { 100_000 };
-        scale::run(&scratch.0, total, machine)
+        scale::run(&scratch.0, total, args.transport, machine)
     } else {
         let results = run_workloads(&scratch.0, &args, machine);
         (results.table(), results.json())

@@ -2,7 +2,8 @@
 //! Per-thousand costs while creating them, stat and open of random sections when 1,000
 //! exist and when all do, a full listing, and what the daemon holds with all of them.
 
-use crate::common::Mount;
+use crate::Mounted;
+use crate::args::{Mode, Transport};
 use crate::json::{self, Json};
 use crate::report::{Machine, fmt_time, median};
 use crate::sys::*;
@@ -11,15 +12,21 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Runs the scale test; returns its report and its JSON.
-pub fn run(scratch: &Path, total: usize, mut machine: Machine) -> (String, Json) {
-    let store = Scratch::new(scratch.join("store-scale"));
+pub fn run(
+    scratch: &Path,
+    total: usize,
+    transport: Transport,
+    mut machine: Machine,
+) -> (String, Json) {
     let shm = Scratch::new(scratch.join("shm-scale"));
-    let mount = Mount::with_store(&store.0, "passthrough=on");
+    let mounted = Mounted::new(scratch, Mode::Passthrough, transport);
+    machine.transports = vec![(Mode::Passthrough.name(), mounted.transport.clone())];
+    let mount = &mounted.mount;
     eprintln!("scale: {total} sections");
     let mut used = DaemonUse::default();
     let sfs = one(mount.path(), total, || used = daemon_use(mount.pid()));
     let tmp = one(&shm.0, total, || {});
-    mount.unmount();
+    mounted.unmount();
     machine.load_end = crate::report::Load::now();
 
     let mut out = String::new();

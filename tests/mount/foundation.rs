@@ -1323,8 +1323,8 @@ fn sidecar_has_every_key(mnt: &Path) {
             "created_at",
             "open_handles",
             "io",
-            "transport",
-            "commit"
+            "commit",
+            "transport"
         ],
         "{text}"
     );
