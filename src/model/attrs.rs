@@ -168,11 +168,12 @@ impl Sections {
                     st = self.shrink_guard(&section, st, own, caller.process(), true)?;
                     file.set_len(size)?;
                     self.account(&mut st, size);
+                    self.resized(section.id);
                 } else {
                     if size > i64::MAX as u64 {
                         return Err(Error::TooBig);
                     }
-                    self.grow(&mut st, &file, current, size, || {
+                    self.grow(section.id, &mut st, &file, current, size, || {
                         store::grow(&file, current, size, section.commit)
                     })?;
                 }

@@ -70,7 +70,7 @@ impl Sections {
             let mut st = lock(&section.state);
             let size = fstat(&file)?.st_size as u64;
             // Lazy: the write itself moves the size, so a write cut short stays short.
-            self.grow(&mut st, &file, size, end, || match eager {
+            self.grow(ino, &mut st, &file, size, end, || match eager {
                 true => store::grow(&file, size, end, Commit::Eager),
                 false => Ok(()),
             })?;
@@ -112,7 +112,7 @@ impl Sections {
                 return Err(Error::QuotaExceeded);
             }
             let end = if keep_size { size } else { end };
-            self.grow(&mut st, &file, size, end, || {
+            self.grow(id, &mut st, &file, size, end, || {
                 store::commit_range(&file, offset, len)?;
                 store::grow(&file, size, end, Commit::Eager)
             })

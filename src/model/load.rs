@@ -117,6 +117,7 @@ impl Sections {
             shrink_waiters: AtomicU32::new(0),
             on_vanish: std::sync::OnceLock::new(),
             on_detach: std::sync::OnceLock::new(),
+            on_resize: std::sync::OnceLock::new(),
             user_dirs: Mutex::new(user_dirs),
         })
     }

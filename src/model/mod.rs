@@ -139,6 +139,12 @@ pub type VanishHook = Box<dyn Fn(u64, &OsStr) + Send + Sync>;
 /// more than once. Called under the section's lock: it must not call into the model.
 pub type DetachHook = Box<dyn Fn(u64) + Send + Sync>;
 
+/// Told a section's id when its size changed (a growth, or a shrink by its sole holder),
+/// after the change and before any `attr` can see it: called under the section's lock,
+/// which `attr` takes for its `fstat`. It must not call into the model. See DESIGN.md,
+/// "Caching and TTLs", for why the kernel's copy of the size is dropped there.
+pub type ResizeHook = Box<dyn Fn(u64) + Send + Sync>;
+
 /// The model. Locks, in the only order they are taken (DESIGN.md, "Locking"):
 /// `names`, then one section's `state`, then the leaves (`dir_times`, `user_dirs`, the
 /// quota's table, a shard of `inodes` or `handles`), each taken and released on its own.
@@ -180,6 +186,7 @@ pub struct Sections {
     shrink_waiters: AtomicU32,
     on_vanish: std::sync::OnceLock<VanishHook>,
     on_detach: std::sync::OnceLock<DetachHook>,
+    on_resize: std::sync::OnceLock<ResizeHook>,
     /// The user namespaces (`Sessions/UID`) that exist: uid -> the gid shown as the
     /// directory's group. Made on the user's first use, and for every uid with sections.
     /// A leaf, never held with another lock.
@@ -202,6 +209,18 @@ impl Sections {
     /// ignored).
     pub fn on_detach(&self, hook: DetachHook) {
         let _ = self.on_detach.set(hook);
+    }
+
+    /// Sets the hook told when a section's size changed (once; later calls are ignored).
+    pub fn on_resize(&self, hook: ResizeHook) {
+        let _ = self.on_resize.set(hook);
+    }
+
+    /// Tells the resize hook; under the section's lock.
+    pub(super) fn resized(&self, id: u64) {
+        if let Some(hook) = self.on_resize.get() {
+            hook(id);
+        }
     }
 
     pub fn store(&self) -> &Store {

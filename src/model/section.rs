@@ -102,18 +102,19 @@ impl Sections {
 
     /// Stats the backing file: through the open file if there is one (no path walk), by
     /// name otherwise.
+    /// Under the section's lock, so that no size is seen before the resize hook was told
+    /// of it (see [`ResizeHook`](super::ResizeHook)).
     pub(super) fn stat(&self, section: &Section) -> Result<libc::stat> {
-        let (linked, file) = {
+        let stat = {
             let st = lock(&section.state);
-            (st.linked, st.file.clone())
-        };
-        match file {
-            Some(file) => fstat(&file),
-            None if linked => {
-                (self.store.stat(section.id)).map_err(|e| self.gone(section.id, e.into()))
+            match &st.file {
+                Some(file) => fstat(file),
+                None if st.linked => self.store.stat(section.id).map_err(Error::from),
+                None => return Err(Error::NotFound),
             }
-            None => Err(Error::NotFound),
-        }
+        };
+        // `gone` takes `names`, earlier in the lock order than the state lock.
+        stat.map_err(|e| self.gone(section.id, e))
     }
 
     /// The section's backing file: the one its handles share, else opened for this call.
@@ -131,8 +132,10 @@ impl Sections {
     /// changed, past `user_quota`), then run `step`, which grows the store file from
     /// `size`; if it fails, count what the file holds now, so a refused growth leaves the
     /// count as it leaves the size. `size` is the file's size, read under the same lock.
+    /// A growth that happened is told to the resize hook, still under the lock.
     pub(super) fn grow<T>(
         &self,
+        id: u64,
         st: &mut SectionState,
         file: &File,
         size: u64,
@@ -143,10 +146,14 @@ impl Sections {
             self.account(st, size);
             self.charge(st, end)?;
         }
-        step().inspect_err(|_| {
+        let grown = step().inspect_err(|_| {
             let now = fstat(file).map(|s| s.st_size as u64).unwrap_or(size);
             self.account(st, now);
-        })
+        })?;
+        if end > size {
+            self.resized(id);
+        }
+        Ok(grown)
     }
 
     /// Keeps `user_quota`'s count of a section right: `size` while it holds storage
@@ -201,7 +208,10 @@ mod tests {
         let mut st = lock(&section.state);
         let enospc =
             || -> Result<()> { Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into()) };
-        assert!(m.grow(&mut st, &h.file, 0, 65_536, enospc).is_err());
+        assert!(
+            m.grow(section.id, &mut st, &h.file, 0, 65_536, enospc)
+                .is_err()
+        );
         assert_eq!(m.quota_used(A.uid), 4096);
         // Past the quota: refused before the store is asked.
         let asked = std::cell::Cell::new(false);
@@ -210,7 +220,7 @@ mod tests {
             Ok(())
         };
         assert!(matches!(
-            m.grow(&mut st, &h.file, 0, 2 << 20, step),
+            m.grow(section.id, &mut st, &h.file, 0, 2 << 20, step),
             Err(Error::QuotaExceeded)
         ));
         assert!(!asked.get());

@@ -231,3 +231,60 @@ mount_test! {
         m.unmount();
     }
 }
+
+/// `st_size` by `statx`: `sync` forces a GETATTR round trip, otherwise the kernel's copy.
+fn statx_size(path: &Path, sync: bool) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let flags = if sync {
+        libc::AT_STATX_FORCE_SYNC
+    } else {
+        libc::AT_STATX_SYNC_AS_STAT
+    };
+    // SAFETY: a valid C string and a zeroed statx buffer the call fills.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), flags, libc::STATX_SIZE, &mut sx) };
+    assert_eq!(
+        r,
+        0,
+        "statx {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    sx.stx_size
+}
+
+mount_test! {
+    /// A size another task has seen from the daemon is never followed by a smaller one from
+    /// the kernel's cache while a growth races: the daemon drops the kernel's copy of the
+    /// attributes as it grows a section, before any GETATTR can see the new size (without
+    /// it, a GETATTR answered between the growth and the grower's reply returned the new
+    /// size to its caller, while the cached copy stayed old until that reply was applied).
+    fn a_size_seen_is_never_unseen_while_another_task_grows(opts) {
+        let m = Mount::new(opts);
+        let s = m.path().join("s");
+        fs::write(&s, b"").unwrap();
+        const STEPS: u64 = 400;
+        let grower = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let f = OpenOptions::new().write(true).open(&s).unwrap();
+                for step in 1..=STEPS {
+                    f.set_len(step * 4096).unwrap();
+                }
+            })
+        };
+        let mut seen = 0;
+        while seen < STEPS * 4096 {
+            let fresh = statx_size(&s, true);
+            let cached = statx_size(&s, false);
+            assert!(
+                cached >= fresh && fresh >= seen,
+                "{opts}: sizes went back: seen {seen}, then {fresh} from the daemon, then \
+                 {cached} from the kernel's copy"
+            );
+            seen = cached;
+        }
+        grower.join().unwrap();
+        m.unmount();
+    }
+}
