@@ -101,9 +101,8 @@ impl Sections {
     }
 
     /// Stats the backing file: through the open file if there is one (no path walk), by
-    /// name otherwise.
-    /// Under the section's lock, so that no size is seen before the resize hook was told
-    /// of it (see [`ResizeHook`](super::ResizeHook)).
+    /// name otherwise. Under the section's lock, so that no size is seen before the resize
+    /// hook was told of it (see [`ResizeHook`](super::ResizeHook)).
     pub(super) fn stat(&self, section: &Section) -> Result<libc::stat> {
         let stat = {
             let st = lock(&section.state);
