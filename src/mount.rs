@@ -4,7 +4,6 @@
 use crate::cli::{Config, Passthrough, Switch};
 use crate::contract::{IoMode, Transport};
 use crate::fuse::{MAX_WRITE, SectionFs, uring};
-use crate::ino::Ino;
 use crate::model::{Options, Sections};
 use crate::store::Store;
 use fuser::{MountOption, SessionACL};
@@ -141,7 +140,7 @@ fn mount_and_run(
     let (session, typed) = open_session(fs, mnt, &fuse_config, config)
         .map_err(|e| format!("cannot mount {}: {}", mnt.display(), mount_error(e)))?;
 
-    invalidate_kernel_caches(&model, session.notifier());
+    crate::fuse::invalidate_kernel_caches(&model, session.notifier());
     let io = if want {
         match probe_passthrough(session.as_fd().as_raw_fd(), model.store().dir_fd()) {
             Ok(()) => IoMode::Passthrough,
@@ -379,45 +378,6 @@ fn block_signals() -> SigSet {
 /// Names that go away by themselves (lifetime=handles) are still in the kernel's dentry
 /// cache: a thread of its own tells the kernel, since a worker that writes a notification
 /// can wait on a directory lock held by a request only the workers can answer.
-/// Wires the model's hooks to the kernel's caches. A resize drops the kernel's copy of the
-/// section's attributes at once, from the request that made it (an attribute-only
-/// invalidation takes no inode lock, so it cannot wait on the caller); a name that went
-/// by itself is invalidated from a thread of its own (an entry invalidation takes the
-/// directory's lock, which a caller in a request may hold).
-fn invalidate_kernel_caches(model: &Sections, notifier: fuser::Notifier) {
-    let attrs = notifier.clone();
-    model.on_resize(Box::new(move |id| {
-        let ino = fuser::INodeNo(Ino::Section(id).number());
-        // ENOENT: the kernel holds no inode for it, so no attributes either.
-        if let Err(e) = attrs.inval_inode(ino, -1, 0)
-            && e.raw_os_error() != Some(libc::ENOENT)
-        {
-            log::debug!("invalidate the attributes of section {id}: {e}");
-        }
-    }));
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, std::ffi::OsString)>();
-    let spawned = std::thread::Builder::new()
-        .name("invalidate".into())
-        .spawn(move || {
-            for (parent, name) in rx {
-                // ENOENT: the kernel had already dropped the entry.
-                if let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), &name)
-                    && e.raw_os_error() != Some(libc::ENOENT)
-                {
-                    log::debug!("invalidate {name:?}: {e}");
-                }
-            }
-        });
-    match spawned {
-        Ok(_) => {
-            model.on_vanish(Box::new(move |parent, name| {
-                let _ = tx.send((parent, name.to_os_string()));
-            }));
-        }
-        Err(e) => log::warn!("cannot start the invalidation thread: {e}"),
-    }
-}
-
 /// On SIGINT/SIGTERM/SIGHUP: unmount. If files are still in use, detach lazily: the
 /// daemon keeps serving them and exits when the last one goes.
 fn spawn_signal_thread(set: SigSet, mnt: CString) {

@@ -2,9 +2,12 @@
 //! ([`Sections`]) and its result into a reply. No section logic lives here; only what the
 //! kernel's protocol decides: TTLs, open flags, passthrough registration.
 
+mod invalidate;
 mod passthrough;
 mod reply;
 pub mod uring;
+
+pub use invalidate::invalidate_kernel_caches;
 
 use crate::cli::Switch;
 use crate::contract::{LIFETIME_XATTR, XATTR_PREFIX};

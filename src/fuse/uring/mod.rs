@@ -1,27 +1,29 @@
 //! FUSE over io_uring (Linux 6.14+, when root has set
 //! `/sys/module/fuse/parameters/enable_uring`): the kernel keeps one request queue per CPU
-//! and hands each request to the queue of the CPU its caller runs on. One thread per queue,
-//! pinned to that CPU, serves it through its own ring: a request is answered and the next
-//! one fetched in one `io_uring_enter`, and the wake-up stays on the caller's CPU (3 µs a
-//! round trip here, against 55–70 µs when `/dev/fuse` wakes a worker on the other, halted
-//! vCPU). FORGET, INTERRUPT and notifications stay on `/dev/fuse`, whose workers keep
-//! running. See DESIGN.md, "FUSE over io_uring".
+//! and hands each request to the queue of the CPU its caller runs on. Two threads per
+//! queue, pinned to that CPU, serve it, each through its own ring: a request is answered
+//! and the next one fetched in one `io_uring_enter`, and the wake-up stays on the caller's
+//! CPU (a round trip of 14 µs here, against 37–45 µs when `/dev/fuse` wakes a worker on
+//! the other, halted vCPU). FORGET, INTERRUPT and notifications stay on `/dev/fuse`, whose
+//! workers keep running. See DESIGN.md, "FUSE over io_uring".
 //!
-//! The protocol (`include/uapi/linux/fuse.h`, `fs/fuse/dev_uring.c`): each ring entry is a
-//! header buffer (`fuse_uring_req_header`) and a payload buffer, registered with
-//! `FUSE_IO_URING_CMD_REGISTER`. A completion means the kernel wrote a request there: the
-//! `fuse_in_header` in `in_out`, the opcode's fixed argument in `op_in`, the rest in the
-//! payload. The answer goes back the same way (`fuse_out_header` in `in_out`, the reply's
-//! arguments in the payload) with `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`, which also
-//! re-arms the entry.
+//! The protocol (`include/uapi/linux/fuse.h`, `fs/fuse/dev_uring.c`): each ring entry
+//! ([`entry`]) is a header buffer (`fuse_uring_req_header`) and a payload buffer,
+//! registered with `FUSE_IO_URING_CMD_REGISTER`. A completion means the kernel wrote a
+//! request there: the `fuse_in_header` in `in_out`, the opcode's fixed argument in
+//! `op_in`, the rest in the payload. The answer goes back the same way (`fuse_out_header`
+//! in `in_out`, the reply's arguments in the payload) with
+//! `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`, which also re-arms the entry.
 
-use fuser::{Dispatcher, Filesystem, ReplyTransport};
+mod entry;
+
+use entry::{Buffers, EntryReply, IN_HEADER, Slot, out_header};
+use fuser::{Dispatcher, Filesystem};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use std::cell::UnsafeCell;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// INIT flag: the daemon will serve requests through io_uring (`FUSE_OVER_IO_URING`).
@@ -31,9 +33,6 @@ pub const ENABLE_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 
 const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
-/// `sizeof(struct fuse_in_header)`, `sizeof(struct fuse_out_header)`.
-const IN_HEADER: usize = 40;
-const OUT_HEADER: usize = 16;
 /// Ring entries per thread: one. The kernel hands a request to any entry of the queue
 /// that is free, and its task work runs only when the entry's thread next enters the
 /// kernel: a second entry of a thread busy with a long request (a shrink waiting for
@@ -44,164 +43,6 @@ const DEPTH: usize = 1;
 /// Threads per queue, as `/dev/fuse` has two workers: a request that waits (a shrink
 /// waiting for releases) never holds up the others of its CPU.
 const THREADS_PER_QUEUE: usize = 2;
-
-/// `struct fuse_uring_ent_in_out`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct EntInOut {
-    flags: u64,
-    commit_id: u64,
-    payload_sz: u32,
-    padding: u32,
-    reserved: u64,
-}
-
-/// `struct fuse_uring_req_header`.
-#[repr(C, align(8))]
-struct Header {
-    in_out: [u8; 128],
-    op_in: [u8; 128],
-    ent: EntInOut,
-}
-
-/// One ring entry's buffers. The kernel writes them between a fetch and its completion
-/// and reads them at a commit; the daemon touches them only in between, while the entry
-/// is its own.
-struct Buffers {
-    header: Header,
-    payload: Vec<u8>,
-}
-
-/// A ring entry: its buffers, and the one reply of the request it holds. The reply may be
-/// sent from any thread (fuser sends it when the reply object is used or dropped); the
-/// queue's thread waits for it before the commit.
-struct Slot {
-    buffers: UnsafeCell<Buffers>,
-    /// What REGISTER hands the kernel: the header buffer, then the payload buffer.
-    iov: [libc::iovec; 2],
-    /// (replied, the queue's thread is waiting for the reply).
-    replied: Mutex<(bool, bool)>,
-    done: Condvar,
-}
-
-// SAFETY: `buffers` is written by the queue's thread before dispatch (the request, read by
-// the kernel) and by the one `send` of the request's reply, under `replied`; the queue's
-// thread reads them again only after it saw `replied` set under the same mutex.
-unsafe impl Sync for Slot {}
-unsafe impl Send for Slot {}
-
-impl Slot {
-    fn new(payload: usize) -> Arc<Slot> {
-        let mut slot = Arc::new(Slot {
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; 2],
-            buffers: UnsafeCell::new(Buffers {
-                header: Header {
-                    in_out: [0; 128],
-                    op_in: [0; 128],
-                    ent: EntInOut {
-                        flags: 0,
-                        commit_id: 0,
-                        payload_sz: 0,
-                        padding: 0,
-                        reserved: 0,
-                    },
-                },
-                // Zeroed memory comes from mmap: pages are only taken as requests use them.
-                payload: vec![0; payload],
-            }),
-            replied: Mutex::new((false, false)),
-            done: Condvar::new(),
-        });
-        let s = Arc::get_mut(&mut slot).expect("a new Arc is unique");
-        let b = s.buffers.get_mut();
-        s.iov = [
-            libc::iovec {
-                iov_base: (&raw mut b.header).cast(),
-                iov_len: size_of::<Header>(),
-            },
-            libc::iovec {
-                iov_base: b.payload.as_mut_ptr().cast(),
-                iov_len: b.payload.len(),
-            },
-        ];
-        slot
-    }
-
-    /// Writes one reply (`fuse_out_header`, then the reply's arguments) into the entry.
-    fn write_reply(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
-        let mut replied = self.replied.lock().unwrap_or_else(|p| p.into_inner());
-        if replied.0 {
-            return Err(io::Error::other("second reply to one io_uring request"));
-        }
-        // SAFETY: see `unsafe impl Sync`: the queue's thread waits on `replied`.
-        let b = unsafe { &mut *self.buffers.get() };
-        let total: usize = data.iter().map(|s| s.len()).sum();
-        let result = if total < OUT_HEADER || total - OUT_HEADER > b.payload.len() {
-            // Cannot happen for replies fuser builds within max_write; answer EIO rather
-            // than leave the caller waiting.
-            let unique = data.first().and_then(|h| h.get(8..16)).unwrap_or(&[0; 8]);
-            b.header.in_out[..OUT_HEADER].copy_from_slice(&out_header(-libc::EIO, unique));
-            b.header.ent.payload_sz = 0;
-            Err(io::Error::other(
-                "reply larger than the ring's payload buffer",
-            ))
-        } else {
-            // The pieces, in order: the first OUT_HEADER bytes to the header, the rest to
-            // the payload.
-            let mut at = 0;
-            for piece in data {
-                let mut piece: &[u8] = piece;
-                if at < OUT_HEADER {
-                    let n = piece.len().min(OUT_HEADER - at);
-                    b.header.in_out[at..at + n].copy_from_slice(&piece[..n]);
-                    piece = &piece[n..];
-                    at += n;
-                }
-                let p = at - OUT_HEADER;
-                b.payload[p..p + piece.len()].copy_from_slice(piece);
-                at += piece.len();
-            }
-            b.header.ent.payload_sz = (total - OUT_HEADER) as u32;
-            Ok(())
-        };
-        replied.0 = true;
-        // Mostly the reply is sent from the queue's own thread, inside dispatch: no wake.
-        if replied.1 {
-            self.done.notify_one();
-        }
-        result
-    }
-
-    fn wait_reply(&self) {
-        let mut replied = self.replied.lock().unwrap_or_else(|p| p.into_inner());
-        replied.1 = true;
-        while !replied.0 {
-            replied = self.done.wait(replied).unwrap_or_else(|p| p.into_inner());
-        }
-        *replied = (false, false);
-    }
-}
-
-/// A `fuse_out_header` carrying only an error.
-fn out_header(error: i32, unique: &[u8]) -> [u8; OUT_HEADER] {
-    let mut h = [0u8; OUT_HEADER];
-    h[..4].copy_from_slice(&(OUT_HEADER as u32).to_ne_bytes());
-    h[4..8].copy_from_slice(&error.to_ne_bytes());
-    h[8..16].copy_from_slice(unique);
-    h
-}
-
-/// fuser's handle on a ring entry's reply.
-struct EntryReply(Arc<Slot>);
-
-impl ReplyTransport for EntryReply {
-    fn send(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
-        self.0.write_reply(data)
-    }
-}
 
 /// The CPUs the kernel makes queues for (`num_possible_cpus()`), as `0..n`.
 pub fn queue_count() -> io::Result<usize> {
