@@ -173,9 +173,12 @@ impl Sections {
                     if size > i64::MAX as u64 {
                         return Err(Error::TooBig);
                     }
-                    self.grow(section.id, &mut st, &file, current, size, || {
+                    self.grow(&mut st, &file, current, size, || {
                         store::grow(&file, current, size, section.commit)
                     })?;
+                    if size > current {
+                        self.resized(section.id);
+                    }
                 }
             }
             if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {

@@ -66,25 +66,27 @@ impl Sections {
         let section = self.section(ino)?;
         let eager = section.commit == Commit::Eager;
         let mut growing = None;
-        if (eager || self.quota.enabled()) && end > fstat(&file)?.st_size as u64 {
+        if end > fstat(&file)?.st_size as u64 {
             let mut st = lock(&section.state);
             let size = fstat(&file)?.st_size as u64;
             // Lazy: the write itself moves the size, so a write cut short stays short.
-            self.grow(ino, &mut st, &file, size, end, || match eager {
+            self.grow(&mut st, &file, size, end, || match eager {
                 true => store::grow(&file, size, end, Commit::Eager),
                 false => Ok(()),
             })?;
-            // With a quota, the state lock is held through the write, so that what is
-            // counted and what is written agree when it ends.
-            if self.quota.enabled() {
-                growing = Some(st);
-            }
+            // The state lock is held through the write, so that what is counted and what
+            // is written agree when it ends, and no `attr` sees the new size before the
+            // resize hook is told.
+            growing = Some((st, size));
         }
         let written = write_all(&file, offset, data);
-        if let Some(mut st) = growing
+        if let Some((mut st, size)) = growing
             && let Ok(stat) = fstat(&file)
         {
             self.account(&mut st, stat.st_size as u64);
+            if stat.st_size as u64 > size {
+                self.resized(ino);
+            }
         }
         written
     }
@@ -112,10 +114,14 @@ impl Sections {
                 return Err(Error::QuotaExceeded);
             }
             let end = if keep_size { size } else { end };
-            self.grow(id, &mut st, &file, size, end, || {
+            self.grow(&mut st, &file, size, end, || {
                 store::commit_range(&file, offset, len)?;
                 store::grow(&file, size, end, Commit::Eager)
-            })
+            })?;
+            if end > size {
+                self.resized(id);
+            }
+            Ok(())
         };
         apply().map_err(|e| self.gone(ino, e))
     }

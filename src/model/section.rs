@@ -131,10 +131,9 @@ impl Sections {
     /// changed, past `user_quota`), then run `step`, which grows the store file from
     /// `size`; if it fails, count what the file holds now, so a refused growth leaves the
     /// count as it leaves the size. `size` is the file's size, read under the same lock.
-    /// A growth that happened is told to the resize hook, still under the lock.
+    /// The caller tells the resize hook once the size has moved, still under the lock.
     pub(super) fn grow<T>(
         &self,
-        id: u64,
         st: &mut SectionState,
         file: &File,
         size: u64,
@@ -145,14 +144,10 @@ impl Sections {
             self.account(st, size);
             self.charge(st, end)?;
         }
-        let grown = step().inspect_err(|_| {
+        step().inspect_err(|_| {
             let now = fstat(file).map(|s| s.st_size as u64).unwrap_or(size);
             self.account(st, now);
-        })?;
-        if end > size {
-            self.resized(id);
-        }
-        Ok(grown)
+        })
     }
 
     /// Keeps `user_quota`'s count of a section right: `size` while it holds storage
@@ -207,10 +202,7 @@ mod tests {
         let mut st = lock(&section.state);
         let enospc =
             || -> Result<()> { Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into()) };
-        assert!(
-            m.grow(section.id, &mut st, &h.file, 0, 65_536, enospc)
-                .is_err()
-        );
+        assert!(m.grow(&mut st, &h.file, 0, 65_536, enospc).is_err());
         assert_eq!(m.quota_used(A.uid), 4096);
         // Past the quota: refused before the store is asked.
         let asked = std::cell::Cell::new(false);
@@ -219,7 +211,7 @@ mod tests {
             Ok(())
         };
         assert!(matches!(
-            m.grow(section.id, &mut st, &h.file, 0, 2 << 20, step),
+            m.grow(&mut st, &h.file, 0, 2 << 20, step),
             Err(Error::QuotaExceeded)
         ));
         assert!(!asked.get());
