@@ -46,8 +46,9 @@ impl Drop for KernelUring {
     }
 }
 
-/// The daemon's ring threads (`fuse-ring-CPU.N`) and their voluntary context switches:
-/// one per request served, at least.
+/// The daemon's ring threads (`fuse-ring-CPU.N`) and their context switches, voluntary
+/// and not: at least one per request served (a thread sleeps for the next request, or the
+/// caller it woke on its CPU preempts it).
 fn ring_switches(pid: u32) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for task in fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's tasks") {
@@ -58,11 +59,14 @@ fn ring_switches(pid: u32) -> Vec<(String, u64)> {
             continue;
         }
         let status = fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let switches = status
+        let switches: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum();
         out.push((comm.to_string(), switches));
     }
     out.sort();
@@ -127,6 +131,21 @@ mount_test! {
             "two ring threads per CPU: {:?}",
             ring_switches(m.pid())
         );
+        // Each pinned to its CPU: the wake-up of a request stays on the caller's CPU.
+        for task in fs::read_dir(format!("/proc/{}/task", m.pid())).unwrap() {
+            let dir = task.unwrap().path();
+            let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let Some(name) = comm.trim().strip_prefix("fuse-ring-") else {
+                continue;
+            };
+            let cpu = name.split('.').next().unwrap();
+            let status = fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(str::trim);
+            assert_eq!(allowed, Some(cpu), "{opts}: fuse-ring-{name} runs on {allowed:?}");
+        }
         const N: u64 = 300;
         // On a thread of its own: pinning must not outlive this test's check.
         let (pid, path) = (m.pid(), s.clone());
