@@ -171,10 +171,8 @@ fn mount_and_run(
         }
     }
     let (transport, rings) = if ring_granted.load(Ordering::Relaxed) {
-        let (rings, registered) = match session.as_fd().try_clone_to_owned() {
-            Ok(dev) => uring::start(&dev, &session.dispatcher(), MAX_WRITE as usize),
-            Err(e) => (Vec::new(), Err(e)),
-        };
+        let (rings, registered) =
+            uring::start(session.as_fd(), &session.dispatcher(), MAX_WRITE as usize);
         match registered {
             Ok(()) => (Transport::IoUring, rings),
             Err(e) if config.options.io_uring == Switch::On => {

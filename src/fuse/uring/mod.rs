@@ -21,7 +21,7 @@ use entry::{Buffers, EntryReply, IN_HEADER, Slot, out_header};
 use fuser::{Dispatcher, Filesystem};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -45,7 +45,7 @@ const DEPTH: usize = 1;
 const THREADS_PER_QUEUE: usize = 2;
 
 /// The CPUs the kernel makes queues for (`num_possible_cpus()`), as `0..n`.
-pub fn queue_count() -> io::Result<usize> {
+fn queue_count() -> io::Result<usize> {
     let mask = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
     let mut n = 0;
     for part in mask.trim().split(',').filter(|p| !p.is_empty()) {
@@ -65,7 +65,7 @@ pub fn queue_count() -> io::Result<usize> {
 /// through the rings) or the first refusal (requests keep coming through `/dev/fuse`).
 /// Either way the threads end by themselves when the connection does.
 pub fn start<FS: Filesystem>(
-    dev: &OwnedFd,
+    dev: BorrowedFd<'_>,
     dispatcher: &Dispatcher<FS>,
     payload: usize,
 ) -> (Vec<JoinHandle<()>>, io::Result<()>) {
@@ -74,7 +74,8 @@ pub fn start<FS: Filesystem>(
         Ok(n) => n,
         Err(e) => return (threads, Err(e)),
     };
-    let dev = match dev.try_clone() {
+    // One fd of the session's `/dev/fuse` for all the rings, held as long as they run.
+    let dev = match dev.try_clone_to_owned() {
         Ok(dev) => Arc::new(dev),
         Err(e) => return (threads, Err(e)),
     };
